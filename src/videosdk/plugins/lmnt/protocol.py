@@ -365,11 +365,22 @@ def _str_or_none(value: Any) -> str | None:
 
 
 class InitError(ValueError):
-    """The init frame is unacceptable; ``error_type`` is the typed API's error slug."""
+    """The init frame is unacceptable; ``error_type`` is the typed API's error slug.
 
-    def __init__(self, message: str, error_type: str = "invalid_request_error") -> None:
+    ``version`` is the generation the error frame must be shaped for: :func:`parse_init` sets it
+    from the frame's ``lmnt-version`` when that member is valid, even if another field is not,
+    so a typed client gets a structured error it can parse.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        error_type: str = "invalid_request_error",
+        version: str = LEGACY_VERSION,
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
+        self.version = version
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +443,15 @@ def parse_init(data: str | bytes) -> InitRequest:
         raise InitError("the first message must be valid JSON") from None
     if not isinstance(msg, dict):
         raise InitError("the first message must be a JSON object")
+    hint = msg.get("lmnt-version")
+    try:
+        return _validate_init(msg)
+    except InitError as exc:
+        exc.version = hint if hint in TYPED_VERSIONS else LEGACY_VERSION
+        raise
+
+
+def _validate_init(msg: JSON) -> InitRequest:
     key = msg.get("X-API-Key")
     if not isinstance(key, str) or not key:
         raise InitError("X-API-Key: Field required", "authentication_error")

@@ -1,0 +1,357 @@
+"""WebSocket lifecycle: connect with time limits, TLS, a warm spare, and closing that never hangs.
+
+The legacy protocol ends a connection with every utterance (``eof`` makes the server close), so
+latency comes from how soon the *next* connection is ready.  ``ConnectionPool`` keeps one spare
+that has already done TCP, TLS, the WebSocket upgrade and sent its init frame; a turn that finds
+a matching, healthy spare only has to send text.
+
+Each connection has one reader task that turns socket messages into protocol events in a queue.
+A single reader means a spare can be watched while idle (an auth error or a server close arrives
+there, not in the next turn's face) and a turn can wait on the queue with its own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .errors import (
+    LMNTAuthError,
+    LMNTConnectionError,
+    LMNTError,
+    LMNTServerError,
+    LMNTTimeoutError,
+    redact,
+)
+from .protocol import ClientDecoder, ClientEvent, ErrorFrame, SessionOptions
+
+__all__ = ["Closed", "ConnectionPool", "ConnectionSettings", "LMNTConnection", "is_loopback"]
+
+logger = logging.getLogger("videosdk.plugins.lmnt")
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The socket is gone: ``code`` is the WebSocket close code (1006 when it was just dropped)."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    url: str
+    connect_timeout: float = 10.0
+    close_timeout: float = 1.0
+    ssl: ssl.SSLContext | bool = True
+    max_message_bytes: int = 4 * 1024 * 1024
+    spare_max_age: float = 50.0
+    heartbeat: float | None = None
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _describe_handshake_error(exc: aiohttp.WSServerHandshakeError, url_host: str) -> LMNTError:
+    status = exc.status
+    text = f"LMNT handshake with {url_host} was refused with HTTP {status}"
+    if status in (401, 403):
+        return LMNTAuthError(f"{text}: the API key was rejected", status=status)
+    if status == 429:
+        return LMNTServerError(f"{text}: rate limited", status=status, retryable=True)
+    if status >= 500:
+        return LMNTServerError(f"{text}: server error", status=status, retryable=True)
+    if status == 404:
+        return LMNTConnectionError(f"{text}: no LMNT endpoint at that path", status=status)
+    err = LMNTConnectionError(text, status=status)
+    err.retryable = False
+    return err
+
+
+def error_from_frame(frame: ErrorFrame, api_key: str) -> LMNTError:
+    """Map a server error frame to the exception type a caller can act on."""
+    message = redact(frame.message, api_key)
+    text = f"LMNT server error: {message}"
+    kw: dict[str, Any] = {
+        "request_id": frame.request_id,
+        "server_message": message,
+        "error_type": frame.type,
+    }
+    lowered = message.lower()
+    if frame.type in ("authentication_error", "permission_error") or "api key" in lowered:
+        return LMNTAuthError(text, **kw)
+    retryable = frame.type in ("internal_server_error", "rate_limit_error")
+    return LMNTServerError(text, retryable=retryable, **kw)
+
+
+class LMNTConnection:
+    """One open, initialised WebSocket and the queue its reader fills."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        options: SessionOptions,
+        settings: ConnectionSettings,
+    ) -> None:
+        self.ws = ws
+        self.options = options
+        self.settings = settings
+        self.decoder = ClientDecoder(options.version)
+        self.events: asyncio.Queue[ClientEvent | Closed] = asyncio.Queue()
+        self.opened_at = time.monotonic()
+        self.used = False
+        self.closed: Closed | None = None
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="lmnt-reader")
+
+    async def _read(self) -> None:
+        code, reason = 1006, "connection lost"
+        try:
+            while True:
+                msg = await self.ws.receive()
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    for ev in self.decoder.binary(msg.data):
+                        self.events.put_nowait(ev)
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    for ev in self.decoder.text(msg.data):
+                        self.events.put_nowait(ev)
+                elif msg.type is aiohttp.WSMsgType.CLOSE:
+                    code, reason = int(msg.data or 1005), str(msg.extra or "")
+                    break
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    code, reason = 1006, type(msg.data).__name__
+                    break
+                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    code = self.ws.close_code or 1006
+                    break
+        except asyncio.CancelledError:
+            code, reason = 1006, "cancelled"
+            raise
+        except Exception as exc:  # the reader must never die silently
+            code, reason = 1006, type(exc).__name__
+        finally:
+            self.closed = Closed(code, reason)
+            self.events.put_nowait(self.closed)
+
+    @property
+    def healthy(self) -> bool:
+        """Fit to serve a new turn: open, never used, not too old, and nothing arrived unasked."""
+        return (
+            self.closed is None
+            and not self.ws.closed
+            and not self.used
+            and self.events.empty()
+            and time.monotonic() - self.opened_at < self.settings.spare_max_age
+        )
+
+    def pending_error(self) -> ErrorFrame | None:
+        """An error frame that arrived while the connection sat idle (e.g. a rejected key)."""
+        for ev in list(self.events._queue):  # a peek; the queue is ours alone
+            if isinstance(ev, ErrorFrame):
+                return ev
+        return None
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send_str(frame)
+
+    async def close(self) -> None:
+        """Close within ``close_timeout`` whatever the peer does, and stop the reader."""
+        if not self.ws.closed:
+            try:
+                await asyncio.wait_for(self.ws.close(), self.settings.close_timeout)
+            except (TimeoutError, Exception):
+                pass
+        if not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader, self.settings.close_timeout)
+
+    def abort(self) -> None:
+        """Close without waiting: for ``interrupt()``, which must return at once."""
+        task = asyncio.get_running_loop().create_task(self.close(), name="lmnt-close")
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+class ConnectionPool:
+    """Opens connections and keeps at most one warm spare for the next turn."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._spare: LMNTConnection | None = None
+        self._spare_task: asyncio.Task[LMNTConnection | None] | None = None
+        self._open: set[LMNTConnection] = set()
+        self._closed = False
+        self.opened = 0  # connections opened over the pool's life (tests and benchmarks read it)
+        parts = urlsplit(settings.url)
+        self._host = parts.hostname or "?"
+        self._display = f"{parts.scheme}://{parts.netloc}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self.settings.ssl),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def open(self, options: SessionOptions) -> LMNTConnection:
+        """Connect, upgrade and send the init frame, all within ``connect_timeout``."""
+        if self._closed:
+            raise LMNTConnectionError("the LMNT plugin is closed")
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                ws = await self._client().ws_connect(
+                    self.settings.url,
+                    ssl=self.settings.ssl,
+                    max_msg_size=self.settings.max_message_bytes,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=self.settings.close_timeout),
+                    heartbeat=self.settings.heartbeat,
+                    autoclose=True,
+                )
+                conn = LMNTConnection(ws, options, self.settings)
+                self._open.add(conn)
+                self.opened += 1
+                try:
+                    await conn.send(options.encode_init())
+                except BaseException:
+                    await self._discard(conn)
+                    raise
+                return conn
+        except TimeoutError:
+            raise LMNTTimeoutError(
+                f"could not connect to LMNT at {self._display} within "
+                f"{self.settings.connect_timeout:g} s"
+            ) from None
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _describe_handshake_error(exc, self._display) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise LMNTConnectionError(
+                f"TLS certificate of {self._display} could not be verified "
+                f"({redact(str(exc.certificate_error), options.api_key)}); pass ssl= or a CA bundle"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            detail = redact(str(exc) or type(exc).__name__, options.api_key)
+            raise LMNTConnectionError(
+                f"could not connect to LMNT at {self._display}: {detail}"
+            ) from None
+
+    async def acquire(self, options: SessionOptions) -> LMNTConnection:
+        """A connection initialised with ``options``: the spare if it fits and is alive.
+
+        A spare that died while idle is thrown away; one that holds an error frame (a rejected
+        key) turns into the matching exception, so the turn fails before pulling any text.
+        """
+        spare = await self._take_spare()
+        if spare is not None:
+            if spare.options.fingerprint() == options.fingerprint() and spare.healthy:
+                spare.used = True
+                return spare
+            frame = spare.pending_error()
+            await self._discard(spare)
+            if frame is not None and spare.options.fingerprint() == options.fingerprint():
+                raise error_from_frame(frame, options.api_key)
+        conn = await self.open(options)
+        conn.used = True
+        return conn
+
+    async def _take_spare(self) -> LMNTConnection | None:
+        task, self._spare_task = self._spare_task, None
+        if task is not None:
+            if not task.done():
+                # A spare is on its way: waiting for it beats starting a second handshake.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._spare = self._spare or task.result()
+        spare, self._spare = self._spare, None
+        return spare
+
+    def prepare_spare(self, options: SessionOptions) -> None:
+        """Start opening a spare in the background (no-op if one is ready or on its way)."""
+        if self._closed or self._spare_task is not None:
+            return
+        if self._spare is not None and self._spare.healthy:
+            if self._spare.options.fingerprint() == options.fingerprint():
+                return
+        self._spare_task = asyncio.get_running_loop().create_task(
+            self._open_spare(options), name="lmnt-spare"
+        )
+
+    async def _open_spare(self, options: SessionOptions) -> LMNTConnection | None:
+        old, self._spare = self._spare, None
+        if old is not None:
+            await self._discard(old)
+        try:
+            conn = await self.open(options)
+        except LMNTError as exc:
+            logger.warning("LMNT: could not open a warm connection: %s", exc)
+            return None
+        if self._closed:
+            await self._discard(conn)
+            return None
+        return conn
+
+    async def warm(self, options: SessionOptions) -> bool:
+        """Make sure a spare is ready (``prewarm``); returns whether one is."""
+        self.prepare_spare(options)
+        task = self._spare_task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+            if task.done() and not task.cancelled() and task.exception() is None:
+                if self._spare_task is task:
+                    self._spare_task = None
+                    self._spare = task.result()
+        return self._spare is not None and self._spare.healthy
+
+    async def release(self, conn: LMNTConnection, *, reusable: bool = False) -> None:
+        """Give back a connection: an untouched one becomes the spare, anything else is closed."""
+        if reusable and not self._closed and self._spare is None and self._spare_task is None:
+            if conn.closed is None and conn.events.empty():
+                conn.used = False
+                self._spare = conn
+                return
+        await self._discard(conn)
+
+    async def _discard(self, conn: LMNTConnection) -> None:
+        self._open.discard(conn)
+        await conn.close()
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._open if c.closed is None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        task, self._spare_task = self._spare_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._spare = None
+        for conn in list(self._open):
+            await self._discard(conn)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

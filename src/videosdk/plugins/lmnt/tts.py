@@ -1,0 +1,366 @@
+"""``LMNTTTS``: the VideoSDK Agents adapter.
+
+A drop-in for ``videosdk-plugins-lmnt`` 1.0.30 (same constructor, keywords, defaults and
+``ValueError``s for bad config) that fixes its defects: audio is decoded and resampled to the
+rate the track really plays, every turn ends on a whole frame, failures before audio raise so
+``FallbackTTS`` can retry the same turn, interrupts are immediate, and a warm connection is kept
+so a turn does not pay a TCP+TLS+WebSocket handshake.  The work is done by ``protocol``,
+``audio``, ``connection`` and ``turn``; this module validates options and talks to the framework.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import ssl as ssl_module
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from videosdk.agents import TTS
+
+from .connection import ConnectionPool, ConnectionSettings, is_loopback
+from .errors import LMNTError, redact
+from .protocol import (
+    DEFAULT_WS_URL,
+    FORMATS,
+    LEGACY_VERSION,
+    SAMPLE_RATES,
+    TYPED_VERSIONS,
+    SessionOptions,
+)
+from .turn import RetryPolicy, TextFeed, Turn, TurnSink, _AfterAudio
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS"]
+
+logger = logging.getLogger("videosdk.plugins.lmnt")
+
+DEFAULT_VOICE = "ava"
+DEFAULT_MODEL = "blizzard"
+DEFAULT_LANGUAGE = "auto"
+DEFAULT_FORMAT = "pcm_s16le"
+LMNT_SAMPLE_RATE = 24000
+LMNT_CHANNELS = 1
+TRACK_DEFAULT_RATE = 24000  # what the framework's CustomAudioStreamTrack plays
+
+_FormatType = Literal["pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm"]
+_SampleRate = Literal[8000, 16000, 24000]
+_LanguageCode = str
+_LANGUAGE_RE = re.compile(r"^(auto|[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)$")
+_OVERRIDABLE = ("model", "language", "format", "sample_rate", "seed", "temperature", "top_p")
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number between {lo} and {hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value!r}")
+    return float(value)
+
+
+def _validate(opts: dict[str, Any]) -> None:
+    """The checks shared by the constructor and per-call overrides."""
+    _check_str("voice", opts["voice"])
+    _check_str("model", opts["model"])
+    language = opts["language"]
+    if not isinstance(language, str) or not _LANGUAGE_RE.match(language):
+        raise ValueError(
+            f"language must be 'auto' or an ISO 639-1 code such as 'en', got {language!r}"
+        )
+    if opts["format"] not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {opts['format']!r}")
+    rate = opts["sample_rate"]
+    if isinstance(rate, bool) or rate not in SAMPLE_RATES:
+        raise ValueError(
+            f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}; got {rate!r}"
+        )
+    seed = opts["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    _check_number("temperature", opts["temperature"], 0.0, 5.0)
+    _check_number("top_p", opts["top_p"], 0.0, 1.0)
+
+
+def _check_url(url: Any, allow_insecure: bool) -> str:
+    if not isinstance(url, str):
+        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"ws_url must be a ws:// or wss:// URL with a host, got {url!r}")
+    if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"ws_url {url!r} is plain ws:// to a host that is not loopback: the API key would "
+            "travel unencrypted. Use wss://, or pass allow_insecure=True if this is intended."
+        )
+    return url
+
+
+class LMNTTTS(TTS):  # type: ignore[misc]
+    """LMNT text-to-speech over the streaming WebSocket API.
+
+    The first ten keywords are those of ``videosdk-plugins-lmnt`` 1.0.30, with the same defaults.
+    The rest are additions, all optional:
+
+    * ``protocol_version``: ``"1.0"`` (legacy, as 1.0.30 spoke) or ``"1.1"``/``"1.2"`` (typed).
+    * ``word_timestamps``: emit ``word_spoken`` as each word is played.
+    * ``connect_timeout``: seconds to connect, upgrade and send init (default 10).
+    * ``receive_timeout``: seconds of server silence tolerated while audio is owed (default 5).
+    * ``max_retries``/``retry_backoff``: retries of transient failures before any audio.
+    * ``warm_connection``: keep one initialised connection ready for the next turn.
+    * ``ssl``: an ``ssl.SSLContext`` (custom CA, client certs) and ``ca_file``: a CA bundle path.
+    * ``allow_insecure``: allow sending the key over plain ``ws://`` to a non-loopback host.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        voice: str = DEFAULT_VOICE,
+        model: str = DEFAULT_MODEL,
+        language: _LanguageCode = DEFAULT_LANGUAGE,
+        format: _FormatType = DEFAULT_FORMAT,
+        sample_rate: _SampleRate = LMNT_SAMPLE_RATE,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 0.8,
+        ws_url: str | None = None,
+        protocol_version: str = LEGACY_VERSION,
+        word_timestamps: bool = False,
+        connect_timeout: float = 10.0,
+        receive_timeout: float = 5.0,
+        close_timeout: float = 1.0,
+        max_retries: int = 2,
+        retry_backoff: float = 0.2,
+        warm_connection: bool = True,
+        ssl: ssl_module.SSLContext | None = None,
+        ca_file: str | None = None,
+        allow_insecure: bool = False,
+    ) -> None:
+        key = api_key or os.getenv("LMNT_API_KEY")
+        if not key:
+            raise ValueError(
+                "LMNT API key must be provided either through api_key parameter "
+                "or LMNT_API_KEY environment variable"
+            )
+        if not isinstance(key, str):
+            raise ValueError("api_key must be a string")
+        _validate(
+            {
+                "voice": voice, "model": model, "language": language, "format": format,
+                "sample_rate": sample_rate, "seed": seed, "temperature": temperature,
+                "top_p": top_p,
+            }
+        )  # fmt: skip
+        url = _check_url(ws_url or os.getenv("LMNT_WS_URL") or DEFAULT_WS_URL, allow_insecure)
+        if protocol_version not in (LEGACY_VERSION, *TYPED_VERSIONS):
+            raise ValueError(
+                f"protocol_version must be one of {LEGACY_VERSION}, {', '.join(TYPED_VERSIONS)}; "
+                f"got {protocol_version!r}"
+            )
+        timeouts = {"connect_timeout": connect_timeout, "receive_timeout": receive_timeout,
+                    "close_timeout": close_timeout}  # fmt: skip
+        for name, value in timeouts.items():
+            _check_number(name, value, 0.001, 3600.0)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        _check_number("retry_backoff", retry_backoff, 0.0, 60.0)
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise ValueError("ssl must be an ssl.SSLContext or None")
+        if ca_file is not None and ssl is None:
+            try:
+                ssl = ssl_module.create_default_context(cafile=ca_file)
+            except (OSError, ssl_module.SSLError) as exc:
+                raise ValueError(f"ca_file {ca_file!r} could not be loaded: {exc}") from None
+
+        super().__init__(
+            sample_rate=sample_rate, num_channels=LMNT_CHANNELS, word_timestamps=word_timestamps
+        )
+        self._api_key = key
+        self.voice = voice
+        self.model = model
+        self.language = language
+        self.format = format
+        self.output_sample_rate = sample_rate
+        self.seed = seed
+        self.temperature = temperature
+        self.top_p = top_p
+        self.ws_url = url
+        self.protocol_version = protocol_version
+        self.receive_timeout = receive_timeout
+        self.retry = RetryPolicy(max_retries=max_retries, backoff=retry_backoff)
+        self.warm_connection = warm_connection
+        self.audio_track = None
+        self.loop = None
+        self._first_chunk_sent = False
+        self._turn: Turn | None = None
+        self._closed = False
+        self._pool = ConnectionPool(
+            ConnectionSettings(
+                url=url,
+                connect_timeout=connect_timeout,
+                close_timeout=close_timeout,
+                ssl=ssl if ssl is not None else True,
+            )
+        )
+
+    @property
+    def api_key(self) -> str:
+        """The key, for code written against 1.0.30's public attribute; never in repr or logs."""
+        return self._api_key
+
+    def __repr__(self) -> str:
+        return (
+            f"LMNTTTS(voice={self.voice!r}, model={self.model!r}, format={self.format!r}, "
+            f"sample_rate={self.output_sample_rate}, ws_url={self.ws_url!r})"
+        )
+
+    # -- options ---------------------------------------------------------------------------
+
+    def _options(self, voice_id: str | None = None, **overrides: Any) -> SessionOptions:
+        unknown = set(overrides) - set(_OVERRIDABLE)
+        if unknown:
+            logger.debug("LMNT: ignoring unknown synthesize() options %s", sorted(unknown))
+        values: dict[str, Any] = {
+            "voice": voice_id or self.voice,
+            "model": self.model,
+            "language": self.language,
+            "format": self.format,
+            "sample_rate": self.output_sample_rate,
+            "seed": self.seed,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
+        values.update({k: v for k, v in overrides.items() if k in _OVERRIDABLE})
+        _validate(values)
+        return SessionOptions(
+            api_key=self._api_key,
+            version=self.protocol_version,
+            return_extras=self.supports_word_timestamps,
+            return_timestamps=self.supports_word_timestamps,
+            **values,
+        )
+
+    # -- framework hooks -------------------------------------------------------------------
+
+    def reset_first_audio_tracking(self) -> None:
+        self._first_chunk_sent = False
+
+    async def prewarm(self) -> None:
+        """Open and initialise a connection now, so the first turn skips the handshake.
+
+        Idempotent, and never raises: a failure here only costs the first turn a cold start.
+        """
+        if self._closed:
+            return
+        try:
+            await self._pool.warm(self._options())
+        except Exception as exc:
+            logger.warning("LMNT prewarm failed (the first turn will connect): %s", exc)
+
+    def _sink(self, track: Any) -> TurnSink:
+        rate = getattr(track, "sample_rate", None)
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 4000 <= rate <= 192000:
+            rate = TRACK_DEFAULT_RATE  # e.g. stream_synthesize's QueueTrack, which has none
+        chunk = getattr(track, "chunk_size", None)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0 or chunk % 2:
+            chunk = rate // 50 * 2
+        declare = getattr(track, "set_input_format", None)
+        if callable(declare):
+            # Another provider may have declared a different rate on this shared track; ours is
+            # always the track's own, which makes its converter an identity.
+            declare(rate, 1)
+
+        def pending() -> int | None:
+            buf = getattr(track, "audio_data_buffer", None)
+            return len(buf) if isinstance(buf, bytes | bytearray) else None
+
+        async def push(pcm: bytes) -> None:
+            await track.add_new_bytes(pcm)
+
+        async def first_audio() -> None:
+            if not self._first_chunk_sent:
+                self._first_chunk_sent = True
+                if self._first_audio_callback is not None:
+                    await self._first_audio_callback()
+
+        return TurnSink(
+            push=push,
+            on_first_audio=first_audio,
+            out_rate=rate,
+            frame_bytes=chunk,
+            pending_bytes=pending,
+        )
+
+    async def synthesize(
+        self,
+        text: AsyncIterator[Any] | str,
+        voice_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Speak ``text`` into ``self.audio_track``.
+
+        Raises a subclass of :class:`LMNTError` (after emitting ``"error"``) when the turn fails
+        before any audio reached the track, so ``FallbackTTS`` can hand the same turn to the
+        next provider; after audio started, emits ``"error"`` and returns.
+        """
+        options = self._options(voice_id, **kwargs)
+        if isinstance(text, str) and not text.strip():
+            return
+        track = self.audio_track
+        if track is None:
+            message = "LMNT: no audio track is set; the framework sets one before synthesis"
+            self.emit("error", message)
+            raise LMNTError(message)
+        if self._closed:
+            raise LMNTError("LMNT: synthesize() called after aclose()")
+        previous = self._turn
+        if previous is not None:
+            previous.interrupt()  # a new turn supersedes an unfinished one
+        turn = Turn(
+            options=options,
+            feed=TextFeed(text),
+            sink=self._sink(track),
+            pool=self._pool,
+            retry=self.retry,
+            receive_timeout=self.receive_timeout,
+            warm=self.warm_connection,
+        )
+        self._turn = turn
+        try:
+            await turn.run()
+        except _AfterAudio as exc:
+            logger.warning("LMNT: turn ended early after audio started: %s", exc.error)
+            self.emit("error", redact(str(exc.error), self._api_key))
+            await turn._pad()
+        except LMNTError as exc:
+            logger.warning("LMNT: synthesis failed: %s", exc)
+            self.emit("error", redact(str(exc), self._api_key))
+            raise
+        finally:
+            if self._turn is turn:
+                self._turn = None
+
+    async def interrupt(self) -> None:
+        """Stop the current turn at once; idempotent, and the next turn is unaffected."""
+        turn = self._turn
+        if turn is not None:
+            turn.interrupt()
+        if self.audio_track is not None:
+            self.audio_track.interrupt()
+
+    async def aclose(self) -> None:
+        """Stop any turn and close every connection; idempotent."""
+        if self._turn is not None:
+            self._turn.interrupt()
+        if not self._closed:
+            self._closed = True
+            await self._pool.aclose()
+        await super().aclose()

@@ -1,0 +1,368 @@
+"""One utterance: text in, audio to the track, with retries before audio and clean interrupts.
+
+The framework hands ``synthesize()`` an async iterator it owns, so text can be read only once.
+``TextFeed`` reads it exactly once and remembers every item, which lets a retry on a fresh
+connection resend what was already pulled instead of losing it.  The receive side decides, in
+one place, what ends a turn: the server's close after end-of-stream, an error frame, a dropped
+socket, silence past the deadline, or ``interrupt()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .audio import AudioDecodeError, AudioPipeline
+from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
+from .errors import LMNTConnectionError, LMNTError, LMNTProtocolError, LMNTTimeoutError
+from .protocol import (
+    Audio,
+    ErrorFrame,
+    Extras,
+    FlushComplete,
+    ProtocolViolation,
+    Ready,
+    ResetComplete,
+    SessionOptions,
+    Timestamps,
+    WordSpan,
+    encode_client_eof,
+    encode_client_flush,
+    encode_client_text,
+)
+
+logger = logging.getLogger("videosdk.plugins.lmnt")
+
+FLUSH = object()  # a flush request in the feed
+_INTERRUPTED = object()  # put in a connection's queue to wake the receiver
+_NOTHING_TO_SAY = object()  # the text held no words: the connection was never used
+
+# Punctuation after which the framework's sentence chunker cuts; chunks arrive stripped, so a
+# space must be put back there.  CJK full stops are followed by no space in writing.
+_JOIN_AFTER = frozenset(".!?,;:\u2026\"')]\u00bb\u201d")
+
+
+def join_chunk(previous: str, chunk: str) -> str:
+    """Put back the space the sentence chunker stripped between two sentences.
+
+    "Sure." + "Here is" must reach the server as "Sure. Here is", while a token stream split
+    mid-word ("Hel" + "lo") must stay glued: only a chunk boundary that follows punctuation and
+    has no whitespace on either side gets a space.
+    """
+    if not previous or not chunk or previous[-1].isspace() or chunk[0].isspace():
+        return chunk
+    if previous[-1] in _JOIN_AFTER:
+        return " " + chunk
+    return chunk
+
+
+class TextFeed:
+    """Reads the caller's text once, keeping every item so a retry can replay it."""
+
+    def __init__(self, source: str | AsyncIterator[Any]) -> None:
+        self._source = source
+        self.items: list[object] = []  # str or FLUSH
+        self.done = False
+        self.has_words = False
+        self._changed = asyncio.Event()
+        self._tail = ""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._pull(), name="lmnt-text")
+
+    def _add_text(self, text: str) -> None:
+        if not text:
+            return
+        text = join_chunk(self._tail, text)
+        self._tail = text
+        self.items.append(text)
+        if text.strip():
+            self.has_words = True
+        self._changed.set()
+
+    async def _pull(self) -> None:
+        try:
+            if isinstance(self._source, str):
+                self._add_text(self._source)
+                return
+            async for item in self._source:
+                if isinstance(item, str):
+                    self._add_text(item)
+                elif type(item).__name__ == "FlushMarker":
+                    if self.has_words and (not self.items or self.items[-1] is not FLUSH):
+                        self.items.append(FLUSH)
+                        self._changed.set()
+                elif item is not None:
+                    logger.debug("LMNT: ignoring a %s in the text stream", type(item).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("LMNT: the text stream raised; speaking what was received")
+        finally:
+            self.done = True
+            self._changed.set()
+
+    async def wait(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+    async def aclose(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 2
+    backoff: float = 0.2
+    max_backoff: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        return float(base * (0.5 + random.random() / 2))
+
+
+@dataclass
+class TurnSink:
+    """Where a turn's audio goes, and what it calls on the way (the framework adapter)."""
+
+    push: Callable[[bytes], Awaitable[None]]
+    on_first_audio: Callable[[], Awaitable[None]]
+    out_rate: int
+    frame_bytes: int
+    pending_bytes: Callable[[], int | None] = lambda: None
+    on_words: Callable[[list[WordSpan], int], None] | None = None
+
+
+@dataclass
+class Turn:
+    """State of one ``synthesize()`` call."""
+
+    options: SessionOptions
+    feed: TextFeed
+    sink: TurnSink
+    pool: ConnectionPool
+    retry: RetryPolicy
+    receive_timeout: float
+    warm: bool
+    interrupted: bool = False
+    audio_started: bool = False
+    pushed_bytes: int = 0
+    conn: LMNTConnection | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    _interrupt_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def interrupt(self) -> None:
+        """Stop the turn now: no byte of it reaches the track after this returns."""
+        if self.interrupted:
+            return
+        self.interrupted = True
+        self._interrupt_event.set()
+        conn = self.conn
+        if conn is not None:
+            conn.events.put_nowait(_INTERRUPTED)  # type: ignore[arg-type]
+            conn.abort()
+
+    async def run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await self._attempt()
+                    return
+                except LMNTError as exc:
+                    if self.interrupted:
+                        return
+                    if self.audio_started or not exc.retryable or attempt >= self.retry.max_retries:
+                        raise
+                    if isinstance(exc, LMNTTimeoutError) and self.conn is None:
+                        raise  # a connect timeout already cost the whole budget
+                    delay = self.retry.delay(attempt)
+                    attempt += 1
+                    logger.warning(
+                        "LMNT: %s; retrying (%d/%d) in %.2f s",
+                        exc, attempt, self.retry.max_retries, delay,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._interrupt_event.wait()
+                    if self.interrupted:
+                        return
+        finally:
+            await self.feed.aclose()
+
+    async def _attempt(self) -> None:
+        conn = await self.pool.acquire(self.options)
+        self.conn = conn
+        if self.interrupted:
+            await self.pool.release(conn, reusable=True)
+            return
+        if self.warm:
+            self.pool.prepare_spare(self.options)
+        self.feed.start()  # only now: a failed connect must leave the caller's text unread
+        pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
+        sender = asyncio.get_running_loop().create_task(self._send(conn), name="lmnt-send")
+        reusable = False
+        try:
+            reusable = await self._receive(conn, pipeline, sender)
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+            pipeline.close()
+            self.conn = None
+            await self.pool.release(conn, reusable=reusable and not self.interrupted)
+
+    async def _send(self, conn: LMNTConnection) -> None:
+        version = self.options.version
+        nonce = 0
+        index = 0
+        try:
+            while True:
+                while index < len(self.feed.items):
+                    item = self.feed.items[index]
+                    index += 1
+                    if item is FLUSH:
+                        nonce += 1
+                        await conn.send(encode_client_flush(version, nonce))
+                        self._owe()
+                    else:
+                        assert isinstance(item, str)
+                        await conn.send(encode_client_text(item, version))
+                if self.feed.done and index >= len(self.feed.items):
+                    break
+                await self.feed.wait()
+            if not self.feed.has_words:
+                conn.events.put_nowait(_NOTHING_TO_SAY)  # type: ignore[arg-type]
+                return
+            await conn.send(encode_client_eof(version))
+            self._eof_sent = True
+            self._owe()
+        except (ConnectionError, RuntimeError, OSError) as exc:
+            # The receiver sees the close and reports it; nothing more to do here.
+            logger.debug("LMNT: send stopped: %s", type(exc).__name__)
+
+    _eof_sent: bool = False
+    _owed_since: float | None = None
+
+    def _owe(self) -> None:
+        if self._owed_since is None:
+            self._owed_since = time.monotonic()
+
+    def _deadline(self) -> float | None:
+        if self._owed_since is None:
+            return None
+        return self._owed_since + self.receive_timeout
+
+    def _fail(self, exc: LMNTError) -> bool:
+        """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
+        if not self.audio_started:
+            raise exc
+        raise _AfterAudio(exc)
+
+    async def _receive(
+        self, conn: LMNTConnection, pipeline: AudioPipeline, sender: asyncio.Task[None]
+    ) -> bool:
+        """Returns True if the connection was never used and can serve another turn."""
+        self._eof_sent = False
+        self._owed_since = None
+        while True:
+            deadline = self._deadline()
+            try:
+                if deadline is None:
+                    ev = await conn.events.get()
+                else:
+                    async with asyncio.timeout_at(
+                        asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
+                    ):
+                        ev = await conn.events.get()
+            except TimeoutError:
+                what = "audio" if not self.audio_started else "the rest of the audio"
+                self._fail(
+                    LMNTTimeoutError(
+                        f"LMNT server sent nothing for {self.receive_timeout:g} s while {what} "
+                        "was expected"
+                    )
+                )
+                return False
+            if self.interrupted or ev is _INTERRUPTED:
+                return False
+            if ev is _NOTHING_TO_SAY:
+                return True
+            if isinstance(ev, Audio):
+                if self._eof_sent:
+                    self._owed_since = time.monotonic()
+                elif self._owed_since is not None:
+                    self._owed_since = None
+                try:
+                    await self._push(pipeline.feed(ev.data))
+                except AudioDecodeError as exc:
+                    self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
+            elif isinstance(ev, Closed):
+                if self._eof_sent and ev.code == 1000:
+                    try:
+                        await self._push(pipeline.flush())
+                    except AudioDecodeError as exc:
+                        self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
+                    await self._pad()
+                    return False
+                when = "before any audio" if not self.audio_started else "mid-stream"
+                self._fail(
+                    LMNTConnectionError(
+                        f"LMNT connection closed {when} (code {ev.code}"
+                        + (f": {ev.reason}" if ev.reason else "")
+                        + ")"
+                    )
+                )
+            elif isinstance(ev, ErrorFrame):
+                self._fail(error_from_frame(ev, self.options.api_key))
+            elif isinstance(ev, ProtocolViolation):
+                self._fail(LMNTProtocolError(f"LMNT protocol error: {ev.reason}"))
+            elif isinstance(ev, Extras | Timestamps):
+                if self.sink.on_words is not None:
+                    spans = list(ev.durations if isinstance(ev, Extras) else ev.items)
+                    self.sink.on_words(spans, self.pushed_bytes)
+            elif isinstance(ev, Ready | FlushComplete | ResetComplete):
+                if isinstance(ev, FlushComplete) and not self._eof_sent:
+                    self._owed_since = None
+
+    async def _push(self, pcm: bytes) -> None:
+        if not pcm or self.interrupted:
+            return
+        if not self.audio_started:
+            self.audio_started = True
+            await self.sink.on_first_audio()
+            if self.interrupted:
+                return
+        await self.sink.push(pcm)
+        self.pushed_bytes += len(pcm)
+
+    async def _pad(self) -> None:
+        """End on a whole 20 ms frame, so no stray bytes stall the track or shift the next turn."""
+        if self.interrupted or not self.audio_started:
+            return
+        pending = self.sink.pending_bytes()
+        basis = pending if pending is not None else self.pushed_bytes
+        missing = (-basis) % self.sink.frame_bytes
+        if missing:
+            await self.sink.push(bytes(missing))
+            self.pushed_bytes += missing
+
+
+class _AfterAudio(Exception):
+    """A failure after audio reached the track: reported, not raised to the framework."""
+
+    def __init__(self, error: LMNTError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,23 @@
+"""Shared test machinery: the real framework track drained headlessly, and the local server.
+
+Nothing here mocks the framework or the socket: the track is videosdk-agents' own
+``CustomAudioStreamTrack`` (sped up as its integration notes describe: a start time in the
+past and no grace period, see ``track_helpers``), and the server is the package's
+LMNT-compatible server on loopback, from the fixtures users get in
+``videosdk.plugins.lmnt.testing``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+pytest_plugins = ["videosdk.plugins.lmnt.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_framework_logs() -> None:
+    logging.getLogger("videosdk.agents").setLevel(logging.WARNING)
+
+

@@ -544,14 +544,16 @@ class _WebmDecoder:
         self._source.end()
         self._thread.join(_WEBM_FLUSH_TIMEOUT)
         if self._thread.is_alive():
-            self.close()
+            self._release()  # already waited long enough: abandon it, do not join again
+            self._thread = None
             raise _error("webm", f"demuxer did not finish within {_WEBM_FLUSH_TIMEOUT:g} s")
         return self._collect()
 
     def close(self) -> None:
         self._release()
-        if self._thread is not None:
-            self._thread.join(1.0)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(0.5)  # it only has to notice the abort; bounded in case FFmpeg is busy
 
     def _collect(self) -> list[_Chunk]:
         out: list[_Chunk] = []
@@ -653,7 +655,7 @@ class AudioPipeline:
     def samples_out(self) -> int:
         return self._samples_out
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """Decode what can be decoded now; always an even number of bytes, possibly ``b""``."""
         decoder = self._live_decoder()
         if decoder is None:

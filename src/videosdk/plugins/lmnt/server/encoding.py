@@ -275,8 +275,10 @@ class _CodecEncoder(Encoder):
 class _Mp3Encoder(_CodecEncoder):
     """Bare MPEG audio frames from LAME, no ID3/Xing: what a live MP3 stream looks like.
 
-    96 kbps mono as LMNT documents; LAME caps MPEG-2.5 (8 kHz) at 64 kbps.  LAME holds back
-    roughly three 576-sample granules before the first frame comes out.
+    96 kbps mono as LMNT documents; LAME caps MPEG-2.5 (8 kHz) at 64 kbps.  The bit reservoir
+    is off: with it LAME holds every frame back until the next one is coded, which costs a
+    frame of latency (216 instead of 144 ms before the first byte at 8 kHz, 72 vs 48 ms at
+    24 kHz) for a quality gain nobody hears at 96 kbps speech.
     """
 
     _sample_format = "s16p"
@@ -289,6 +291,7 @@ class _Mp3Encoder(_CodecEncoder):
         ctx.format = "s16p"
         ctx.bit_rate = _MP3_BIT_RATE
         ctx.time_base = Fraction(1, sample_rate)
+        ctx.options = {"reservoir": "0"}
         ctx.open()
         self._ctx = ctx
         self._out = bytearray()

@@ -479,6 +479,39 @@ def test_mp3_rate_change_mid_stream() -> None:
     assert abs(estimate_pitch(pcm[half:], 24000) - 2 * TONE) < 4.0
 
 
+@time_limit()
+def test_mp3_cut_mid_frame_keeps_what_arrived() -> None:
+    """A stream cut inside its last frame (dropped connection) is not a format error."""
+    data = _encode("mp3", 24000, sine_s16(TONE, 0.5, 24000))
+    whole = duration(_decode("mp3", 24000, 24000, data), 24000)
+    for cut in (1, 100, 287):  # 288-byte frames: 287 leaves a single byte of the last one
+        pcm = _decode("mp3", 24000, 24000, data[:-cut])
+        assert whole - 0.025 <= duration(pcm, 24000) <= whole
+
+
+@time_limit()
+def test_mp3_stereo_is_downmixed() -> None:
+    rate = 24000
+    ctx = av.CodecContext.create("libmp3lame", "w")
+    ctx.sample_rate, ctx.layout, ctx.format, ctx.bit_rate = rate, "stereo", "s16p", 128000
+    ctx.time_base = Fraction(1, rate)
+    ctx.open()
+    left = s16_array(sine_s16(TONE, 0.5, rate))
+    planes = np.stack([left, np.zeros_like(left)])
+    data = b""
+    for i in range(0, left.size, 1152):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(planes[:, i : i + 1152]), format="s16p", layout="stereo"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
+        data += b"".join(bytes(p) for p in ctx.encode(frame))
+    data += b"".join(bytes(p) for p in ctx.encode(None))
+    pcm = _decode("mp3", rate, rate, data)
+    assert abs(estimate_pitch(pcm, rate) - TONE) < 1.0
+    peak = np.abs(s16_array(pcm)).max() / 32768
+    assert 0.2 < peak < 0.3  # half of the 0.5 left channel: averaged, not summed or dropped
+
+
 @pytest.mark.parametrize("seed", range(6))
 @time_limit()
 def test_mp3_garbage_raises(seed: int) -> None:

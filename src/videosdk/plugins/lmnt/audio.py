@@ -354,9 +354,11 @@ class _Mp3Decoder:
 
     A leading ID3v2 tag (what FFmpeg's MP3 muxer writes, so a file served over HTTP may have
     one) is skipped because the bare parser would feed it to the decoder as a corrupt frame.
-    Any FFmpeg error is fatal: a stream that stops being MP3 halfway is not worth guessing at.
-    If bytes were fed but not a single frame came out by ``finish``, that is an error too,
-    so a server sending the wrong format fails loudly instead of producing silence.
+    Any FFmpeg error mid-stream is fatal: a stream that stops being MP3 halfway is not worth
+    guessing at.  The one exception is a torn last frame at ``finish`` after audio was decoded
+    (a cut connection), which is dropped.  If bytes were fed but not a single frame came out by
+    ``finish``, that is an error too, so a server sending the wrong format fails loudly
+    instead of producing silence.
     """
 
     def __init__(self) -> None:
@@ -378,7 +380,13 @@ class _Mp3Decoder:
         if self._head:  # a stream shorter than an ID3 header
             out += self._run(bytes(self._head))
         self._head = None
-        out += self._run(None)
+        try:
+            out += self._run(None)
+        except AudioDecodeError:
+            # The parser hands over whatever trails the last whole frame; after real audio
+            # that is a stream cut mid-frame (torn frame dropped), not a wrong format.
+            if not self._frames:
+                raise
         if self._fed and not self._frames:
             raise _error("mp3", f"no MPEG audio frame found in {self._fed} bytes")
         return out

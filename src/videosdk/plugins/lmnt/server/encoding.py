@@ -18,7 +18,14 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HTTP_FORMATS", "STREAM_FORMATS", "Encoder", "content_type", "make_encoder"]
+__all__ = [
+    "HTTP_FORMATS",
+    "STREAM_FORMATS",
+    "Encoder",
+    "content_type",
+    "make_encoder",
+    "ulaw_encode",
+]
 
 STREAM_FORMATS: tuple[str, ...] = ("pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm", "raw")
 """Formats a WebSocket session may request (``raw`` is legacy 16-bit PCM)."""

@@ -628,16 +628,22 @@ def encode_error(
 _SENTENCE_END = re.compile("(?<=[.!?\u3002\uff01\uff1f;:])[\"')\\]]*\\s+")
 
 
-def split_complete_sentences(buffer: str) -> tuple[list[str], str]:
+def split_complete_sentences(
+    buffer: str, *, keep_whitespace: bool = False
+) -> tuple[list[str], str]:
     """Split off the sentences that are certainly complete (end mark followed by space).
 
     Servers use it to start speaking before ``flush``/``eof``; the rest stays buffered because
-    text may arrive split anywhere, even mid-word.
+    text may arrive split anywhere, even mid-word.  With ``keep_whitespace`` the parts are
+    exact slices (each sentence keeps the whitespace after it), so ``"".join(parts) + rest``
+    is ``buffer``: what a server needs when the pauses between sentences must be spoken too.
     """
     parts: list[str] = []
     last = 0
     for m in _SENTENCE_END.finditer(buffer):
-        sentence = buffer[last : m.end()].strip()
+        sentence = buffer[last : m.end()]
+        if not keep_whitespace:
+            sentence = sentence.strip()
         if sentence:
             parts.append(sentence)
         last = m.end()

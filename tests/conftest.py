@@ -19,5 +19,3 @@ pytest_plugins = ["videosdk.plugins.lmnt.testing"]
 @pytest.fixture(autouse=True)
 def _quiet_framework_logs() -> None:
     logging.getLogger("videosdk.agents").setLevel(logging.WARNING)
-
-

@@ -33,8 +33,12 @@ def test_signature_matches_1_0_30() -> None:
     assert params["ws_url"].kind is inspect.Parameter.KEYWORD_ONLY
     tts = LMNTTTS(api_key=SECRET)
     assert tts.ws_url == "wss://api.lmnt.com/v1/ai/speech/stream"
-    assert (tts.voice, tts.model, tts.language, tts.format) == ("ava", "blizzard", "auto",
-                                                                 "pcm_s16le")
+    assert (tts.voice, tts.model, tts.language, tts.format) == (
+        "ava",
+        "blizzard",
+        "auto",
+        "pcm_s16le",
+    )
     assert tts.output_sample_rate == 24000 and tts.sample_rate == 24000
     assert tts.num_channels == 1
     assert tts.label == "videosdk.plugins.lmnt.tts.LMNTTTS"

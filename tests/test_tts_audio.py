@@ -7,13 +7,14 @@ import asyncio
 
 import numpy as np
 import pytest
-from audio_helpers import active_span, estimate_pitch
-from track_helpers import FRAME_BYTES, TRACK_RATE, Drain, FlushMarker, aiter_of, make_track, speak
 from videosdk.agents.room.output_stream import MixingCustomAudioStreamTrack
 
 from videosdk.plugins.lmnt import LMNTTTS
 from videosdk.plugins.lmnt.protocol import FORMATS, SAMPLE_RATES
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+
+from audio_helpers import active_span, estimate_pitch
+from track_helpers import FRAME_BYTES, TRACK_RATE, Drain, FlushMarker, aiter_of, make_track, speak
 
 TEXT = "Hello there, general listener."  # 30 chars: 1.5 s of tone with word gaps
 TONE = ToneEngine()
@@ -113,6 +114,7 @@ async def test_each_turn_ends_on_a_whole_frame(lmnt_server: LocalLMNTServer) -> 
     ``on_last_audio_byte`` never fires and the next turn starts shifted."""
     track = make_track()
     tts = _tts(lmnt_server, sample_rate=24000)
+    tts.audio_track = track
     try:
         for text in ("a", "ab c", "x y z!"):  # 50 ms a char = 2.5 frames: never whole
             drain = Drain(track)

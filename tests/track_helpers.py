@@ -25,7 +25,7 @@ def make_track(cls: type[CustomAudioStreamTrack] = CustomAudioStreamTrack) -> An
 class Drain:
     """Pulls frames from a track as the WebRTC sender would, but as fast as they are ready.
 
-    Only frames that carried queued audio are kept (``frame_buffer`` was non-empty), so the
+    Only frames that carried queued audio are kept (the track's played counter moved), so the
     collected PCM is exactly what left the track for the listener, silences between chunks aside.
     """
 
@@ -36,20 +36,22 @@ class Drain:
         self._stop = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def _queued(self) -> bool:
+        t = self.track
+        return bool(t.frame_buffer) or len(t.audio_data_buffer) >= t.chunk_size
+
     async def _run(self) -> None:
         for _ in range(2_000_000):  # bounded; tests also bound by time
             if self._stop:
                 return
-            had_audio = bool(self.track.frame_buffer)
+            played = self.track._samples_played
             frame = await self.track.recv()
-            if had_audio and frame is not None:
+            # The track counts a frame as played only when it carried queued audio.
+            if self.track._samples_played > played and frame is not None:
                 arr = frame.to_ndarray().astype(np.int16).reshape(-1)
                 self.frames.append(arr.tobytes())
                 self.sizes.append(arr.size)
-            if not self.track.frame_buffer:
-                await asyncio.sleep(0.001)
-            else:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0 if self._queued() else 0.001)
 
     @property
     def pcm(self) -> bytes:

@@ -245,7 +245,7 @@ async def _voices(args: argparse.Namespace) -> int:
         req = urllib.request.Request(
             f"{_http_base(base)}/v1/ai/voice/list", headers={"X-API-Key": api_key}
         )
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (user-given URL)
+        with urllib.request.urlopen(req, timeout=10) as resp:
             data = json.load(resp)
         return data if isinstance(data, list) else []
 

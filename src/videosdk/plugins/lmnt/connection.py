@@ -118,6 +118,7 @@ class LMNTConnection:
         self.opened_at = time.monotonic()
         self.used = False
         self.closed: Closed | None = None
+        self.error: ErrorFrame | None = None  # the first error frame the server sent
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="lmnt-reader")
 
     async def _read(self) -> None:
@@ -130,6 +131,8 @@ class LMNTConnection:
                         self.events.put_nowait(ev)
                 elif msg.type is aiohttp.WSMsgType.TEXT:
                     for ev in self.decoder.text(msg.data):
+                        if isinstance(ev, ErrorFrame) and self.error is None:
+                            self.error = ev
                         self.events.put_nowait(ev)
                 elif msg.type is aiohttp.WSMsgType.CLOSE:
                     code, reason = int(msg.data or 1005), str(msg.extra or "")
@@ -162,10 +165,7 @@ class LMNTConnection:
 
     def pending_error(self) -> ErrorFrame | None:
         """An error frame that arrived while the connection sat idle (e.g. a rejected key)."""
-        for ev in list(self.events._queue):  # a peek; the queue is ours alone
-            if isinstance(ev, ErrorFrame):
-                return ev
-        return None
+        return self.error
 
     async def send(self, frame: str) -> None:
         await self.ws.send_str(frame)

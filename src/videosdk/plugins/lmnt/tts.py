@@ -10,12 +10,13 @@ so a turn does not pay a TCP+TLS+WebSocket handshake.  The work is done by ``pro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import re
 import ssl as ssl_module
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ from .protocol import (
     SessionOptions,
 )
 from .turn import RetryPolicy, TextFeed, Turn, TurnSink, _AfterAudio
+from .words import WordAnnouncer
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS"]
 
@@ -40,13 +42,13 @@ logger = logging.getLogger("videosdk.plugins.lmnt")
 DEFAULT_VOICE = "ava"
 DEFAULT_MODEL = "blizzard"
 DEFAULT_LANGUAGE = "auto"
-DEFAULT_FORMAT = "pcm_s16le"
-LMNT_SAMPLE_RATE = 24000
 LMNT_CHANNELS = 1
 TRACK_DEFAULT_RATE = 24000  # what the framework's CustomAudioStreamTrack plays
 
 _FormatType = Literal["pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm"]
 _SampleRate = Literal[8000, 16000, 24000]
+DEFAULT_FORMAT: _FormatType = "pcm_s16le"
+LMNT_SAMPLE_RATE: _SampleRate = 24000
 _LanguageCode = str
 _LANGUAGE_RE = re.compile(r"^(auto|[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)$")
 _OVERRIDABLE = ("model", "language", "format", "sample_rate", "seed", "temperature", "top_p")
@@ -101,6 +103,27 @@ def _check_url(url: Any, allow_insecure: bool) -> str:
             "travel unencrypted. Use wss://, or pass allow_insecure=True if this is intended."
         )
     return url
+
+
+def _playback_clock(track: Any) -> Callable[[], float] | None:
+    """Seconds of the coming turn's audio the track has played, if the track can tell.
+
+    The framework's track counts frames it played (``_samples_played``); audio already queued
+    when the turn starts plays first, so it is subtracted.
+    """
+    played0 = getattr(track, "_samples_played", None)
+    rate = getattr(track, "sample_rate", None)
+    if not isinstance(played0, int) or not isinstance(rate, int) or rate <= 0:
+        return None
+    samples = getattr(track, "samples", rate // 50)
+    queued = len(getattr(track, "frame_buffer", ())) * samples
+    queued += len(getattr(track, "_paused_frames", ())) * samples
+    queued += len(getattr(track, "audio_data_buffer", b"")) // 2
+
+    def played() -> float:
+        return float(track._samples_played - played0 - queued) / rate
+
+    return played
 
 
 class LMNTTTS(TTS):  # type: ignore[misc]
@@ -198,9 +221,10 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.retry = RetryPolicy(max_retries=max_retries, backoff=retry_backoff)
         self.warm_connection = warm_connection
         self.audio_track = None
-        self.loop = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the framework; unused here
         self._first_chunk_sent = False
         self._turn: Turn | None = None
+        self._announcer: WordAnnouncer | None = None
         self._closed = False
         self._pool = ConnectionPool(
             ConnectionSettings(
@@ -251,7 +275,12 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     # -- framework hooks -------------------------------------------------------------------
 
     def reset_first_audio_tracking(self) -> None:
+        """Called by the framework before every turn: re-arm the first-audio callback and start
+        word state afresh."""
         self._first_chunk_sent = False
+        if self._announcer is not None:
+            self._announcer.stop()
+            self._announcer = None
 
     async def prewarm(self) -> None:
         """Open and initialise a connection now, so the first turn skips the handshake.
@@ -285,7 +314,15 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         async def push(pcm: bytes) -> None:
             await track.add_new_bytes(pcm)
 
+        announcer: WordAnnouncer | None = None
+        if self.supports_word_timestamps:
+            if self._announcer is not None:
+                self._announcer.stop()
+            announcer = self._announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
+
         async def first_audio() -> None:
+            if announcer is not None:
+                announcer.audio_started()
             if not self._first_chunk_sent:
                 self._first_chunk_sent = True
                 if self._first_audio_callback is not None:
@@ -297,7 +334,11 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             out_rate=rate,
             frame_bytes=chunk,
             pending_bytes=pending,
+            on_words=announcer.add if announcer is not None else None,
         )
+
+    def _emit_word(self, word: str, cumulative: str) -> None:
+        self.emit("word_spoken", {"word": word, "cumulative_text": cumulative})
 
     async def synthesize(
         self,
@@ -353,6 +394,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         turn = self._turn
         if turn is not None:
             turn.interrupt()
+        if self._announcer is not None:
+            self._announcer.stop()  # what was not heard is not announced
         if self.audio_track is not None:
             self.audio_track.interrupt()
 
@@ -360,6 +403,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         """Stop any turn and close every connection; idempotent."""
         if self._turn is not None:
             self._turn.interrupt()
+        if self._announcer is not None:
+            self._announcer.stop()
         if not self._closed:
             self._closed = True
             await self._pool.aclose()

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from .audio import AudioDecodeError, AudioPipeline
 from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
@@ -31,17 +31,18 @@ from .protocol import (
     ResetComplete,
     SessionOptions,
     Timestamps,
-    WordSpan,
     encode_client_eof,
     encode_client_flush,
     encode_client_text,
 )
+from .words import TimedWord, WordTimeline
 
 logger = logging.getLogger("videosdk.plugins.lmnt")
 
 FLUSH = object()  # a flush request in the feed
 _INTERRUPTED = object()  # put in a connection's queue to wake the receiver
 _NOTHING_TO_SAY = object()  # the text held no words: the connection was never used
+_WAKE = object()  # audio became owed: the receiver must start its silence deadline
 
 # Punctuation after which the framework's sentence chunker cuts; chunks arrive stripped, so a
 # space must be put back there.  CJK full stops are followed by no space in writing.
@@ -79,8 +80,8 @@ class TextFeed:
             self._task = asyncio.get_running_loop().create_task(self._pull(), name="lmnt-text")
 
     def _add_text(self, text: str) -> None:
-        if not text:
-            return
+        if not text or (not self.has_words and not text.strip()):
+            return  # leading blanks: a turn of only blanks must leave its connection unused
         text = join_chunk(self._tail, text)
         self._tail = text
         self.items.append(text)
@@ -141,7 +142,7 @@ class TurnSink:
     out_rate: int
     frame_bytes: int
     pending_bytes: Callable[[], int | None] = lambda: None
-    on_words: Callable[[list[WordSpan], int], None] | None = None
+    on_words: Callable[[list[TimedWord]], None] | None = None
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Turn:
     audio_started: bool = False
     pushed_bytes: int = 0
     conn: LMNTConnection | None = None
+    request_id: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     _interrupt_event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -191,7 +193,10 @@ class Turn:
                     attempt += 1
                     logger.warning(
                         "LMNT: %s; retrying (%d/%d) in %.2f s",
-                        exc, attempt, self.retry.max_retries, delay,
+                        exc,
+                        attempt,
+                        self.retry.max_retries,
+                        delay,
                     )
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
@@ -211,6 +216,7 @@ class Turn:
             self.pool.prepare_spare(self.options)
         self.feed.start()  # only now: a failed connect must leave the caller's text unread
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
+        self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
         sender = asyncio.get_running_loop().create_task(self._send(conn), name="lmnt-send")
         reusable = False
         try:
@@ -236,7 +242,7 @@ class Turn:
                     if item is FLUSH:
                         nonce += 1
                         await conn.send(encode_client_flush(version, nonce))
-                        self._owe()
+                        self._owe(conn)
                     else:
                         assert isinstance(item, str)
                         await conn.send(encode_client_text(item, version))
@@ -248,25 +254,29 @@ class Turn:
                 return
             await conn.send(encode_client_eof(version))
             self._eof_sent = True
-            self._owe()
+            self._owe(conn)
         except (ConnectionError, RuntimeError, OSError) as exc:
             # The receiver sees the close and reports it; nothing more to do here.
             logger.debug("LMNT: send stopped: %s", type(exc).__name__)
 
     _eof_sent: bool = False
     _owed_since: float | None = None
+    _timeline: WordTimeline | None = None
 
-    def _owe(self) -> None:
+    def _owe(self, conn: LMNTConnection) -> None:
         if self._owed_since is None:
             self._owed_since = time.monotonic()
+            conn.events.put_nowait(_WAKE)  # type: ignore[arg-type]
 
     def _deadline(self) -> float | None:
         if self._owed_since is None:
             return None
         return self._owed_since + self.receive_timeout
 
-    def _fail(self, exc: LMNTError) -> bool:
+    def _fail(self, exc: LMNTError) -> NoReturn:
         """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
+        if exc.request_id is None and self.request_id is not None:
+            exc.request_id = self.request_id
         if not self.audio_started:
             raise exc
         raise _AfterAudio(exc)
@@ -300,15 +310,20 @@ class Turn:
                 return False
             if ev is _NOTHING_TO_SAY:
                 return True
+            if ev is _WAKE:
+                continue
             if isinstance(ev, Audio):
                 if self._eof_sent:
                     self._owed_since = time.monotonic()
                 elif self._owed_since is not None:
                     self._owed_since = None
                 try:
-                    await self._push(pipeline.feed(ev.data))
+                    pcm = pipeline.feed(ev.data)
                 except AudioDecodeError as exc:
                     self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
+                if self._timeline is not None:
+                    self._timeline.audio(len(pcm) / 2 / self.sink.out_rate)
+                await self._push(pcm)
             elif isinstance(ev, Closed):
                 if self._eof_sent and ev.code == 1000:
                     try:
@@ -330,10 +345,19 @@ class Turn:
             elif isinstance(ev, ProtocolViolation):
                 self._fail(LMNTProtocolError(f"LMNT protocol error: {ev.reason}"))
             elif isinstance(ev, Extras | Timestamps):
-                if self.sink.on_words is not None:
-                    spans = list(ev.durations if isinstance(ev, Extras) else ev.items)
-                    self.sink.on_words(spans, self.pushed_bytes)
-            elif isinstance(ev, Ready | FlushComplete | ResetComplete):
+                if self._timeline is not None and self.sink.on_words is not None:
+                    words = (
+                        self._timeline.extras(list(ev.durations))
+                        if isinstance(ev, Extras)
+                        else self._timeline.timestamps(list(ev.items))
+                    )
+                    if words:
+                        self.sink.on_words(words)
+            elif isinstance(ev, Ready):
+                self.request_id = ev.request_id
+            elif isinstance(ev, FlushComplete | ResetComplete):
+                if self._timeline is not None:
+                    self._timeline.segment_boundary()
                 if isinstance(ev, FlushComplete) and not self._eof_sent:
                     self._owed_since = None
 

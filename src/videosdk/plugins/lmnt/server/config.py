@@ -1,0 +1,78 @@
+"""Tunables of the local server, and the one rule for cutting text into synthesis units.
+
+Kept apart from the server so the WebSocket session and the HTTP routes share them without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol import split_complete_sentences
+
+__all__ = ["ServerConfig", "speech_units"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Limits and framing of a :class:`~videosdk.plugins.lmnt.server.LocalLMNTServer`.
+
+    The defaults are generous enough for any real client and small enough that one misbehaving
+    client cannot make the server hold much memory or CPU on its behalf.
+    """
+
+    #: Size of the binary audio frames sent to clients (the last frame of a sentence is shorter:
+    #: a frame never waits for the next sentence's audio).
+    frame_bytes: int = 4096
+    #: Largest client frame answered normally.  Bigger text frames get an error and close 1009;
+    #: frames beyond ``16 * max_frame_bytes`` are refused by the WebSocket reader itself (close
+    #: 1009 without an error frame, as they are never read into memory).
+    max_frame_bytes: int = 64 * 1024
+    #: Total characters of text one WebSocket session may send (error + close 1008 beyond).
+    max_text_chars: int = 100_000
+    #: Client messages per second after init, over a sliding one-second window (error + 1008).
+    max_messages_per_second: int = 200
+    #: ``POST /v1/ai/speech/bytes`` limit, as LMNT's (422 beyond).
+    max_http_text_chars: int = 5000
+    #: Longest text handed to the engine in one call; longer sentences are cut at a space so a
+    #: single engine call never renders minutes of audio at once.
+    max_unit_chars: int = 500
+    #: Seconds to wait for the init frame before closing 1008.
+    init_timeout: float = 30.0
+    #: Seconds a server-initiated close waits for the client's close frame.
+    close_timeout: float = 1.0
+    #: Upper bound of :meth:`LocalLMNTServer.stop`.
+    shutdown_timeout: float = 2.0
+    #: Server->client messages buffered per session before synthesis waits for the socket.
+    outbox_size: int = 64
+
+    def __post_init__(self) -> None:
+        positive = ("frame_bytes", "max_frame_bytes", "max_text_chars", "max_messages_per_second")
+        for name in (*positive, "max_http_text_chars", "max_unit_chars", "outbox_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ServerConfig.{name} must be > 0")
+        for name in ("init_timeout", "close_timeout", "shutdown_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ServerConfig.{name} must be > 0")
+
+
+def speech_units(text: str, max_chars: int) -> list[str]:
+    """Cut finished text into what one engine call speaks: sentences, long ones cut at spaces.
+
+    Sentence-sized units keep the first audio early and each engine call short; cutting after
+    a space (or hard, for a space-less run) bounds the work of any single call.  Units are
+    exact slices of ``text``, whitespace-only ones included (the whitespace between sentences
+    is a pause; the engine decides what it sounds like: silence for the tone engine, nothing
+    for espeak), so the tone engine's audio for a session lasts exactly ``duration_of`` all
+    the text it received.
+    """
+    sentences, rest = split_complete_sentences(text, keep_whitespace=True)
+    units: list[str] = []
+    for sentence in (*sentences, rest):
+        while len(sentence) > max_chars:
+            cut = sentence.rfind(" ", 1, max_chars)
+            cut = cut + 1 if cut > 0 else max_chars
+            units.append(sentence[:cut])
+            sentence = sentence[cut:]
+        units.append(sentence)
+    return [unit for unit in units if unit]

@@ -1,0 +1,132 @@
+"""One session's audio stream: engine PCM -> encoded bytes -> frames that know their time.
+
+Clients need word timings relative to the frame they arrive with (legacy extras, 1.1
+timestamps) or to the last flush (1.2), so every frame carries the stream time it covers.
+For PCM formats that time is exact; for codecs that hold samples back (mp3, webm) the bytes
+that come out are credited with all the audio fed since the previous output, which keeps time
+contiguous and never runs ahead of the audio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..protocol import WordSpan
+from .engines import WordTiming
+
+__all__ = ["AudioStream", "Frame", "StreamEncoder"]
+
+
+class StreamEncoder(Protocol):
+    """What :mod:`.encoding`'s encoders offer; one per session so a container header (ulaw's
+    WAV header, webm's EBML) goes out once at the start of the stream."""
+
+    def encode(self, pcm: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One binary frame: its bytes, the stream seconds it covers and the words starting in it
+    (``WordSpan.start`` in stream seconds)."""
+
+    data: bytes
+    start: float
+    end: float
+    words: tuple[WordSpan, ...]
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class AudioStream:
+    """Encodes engine chunks and cuts the output into frames of ``frame_bytes``.
+
+    ``feed`` returns only full frames; ``end_unit`` also returns the short remainder, so a
+    frame never mixes two synthesis units (sentences) and the end of a sentence is not held
+    back waiting for the next one.
+    """
+
+    def __init__(self, encoder: StreamEncoder, sample_rate: int, frame_bytes: int) -> None:
+        self._encoder = encoder
+        self._bytes_per_second = 2.0 * sample_rate
+        self._frame_bytes = frame_bytes
+        self._buf = bytearray()
+        #: Pending output as [bytes left, stream time of its first byte, seconds per byte].
+        self._segments: deque[list[float]] = deque()
+        self._words: list[WordSpan] = []
+        self._head = 0.0  # stream time of the first byte in _buf
+        self._credited = 0.0  # stream time up to which output bytes account for the audio
+        self.fed = 0.0  # stream seconds of PCM handed to the encoder
+
+    def feed(self, pcm: bytes, words: Iterable[WordTiming], offset: float) -> list[Frame]:
+        """Encode ``pcm``; ``words`` are timed from ``offset`` (the stream time of its unit)."""
+        self._words.extend(WordSpan(w.text, offset + w.start, w.duration) for w in words)
+        self.fed += len(pcm) / self._bytes_per_second
+        self._push(self._encoder.encode(pcm))
+        return self._cut(final=False)
+
+    def end_unit(self) -> list[Frame]:
+        """Everything encoded so far, the last frame possibly short."""
+        return self._cut(final=True)
+
+    def finish(self) -> list[Frame]:
+        """End of the stream: the codec's tail, and any words not yet given to a frame."""
+        self._push(self._encoder.finish())
+        frames = self._cut(final=True)
+        if self._words and frames:
+            last = frames[-1]
+            frames[-1] = Frame(last.data, last.start, last.end, (*last.words, *self._words))
+        self._words.clear()
+        return frames
+
+    def drop(self) -> None:
+        """Forget audio not yet cut into frames (reset): it must never be sent."""
+        self._buf.clear()
+        self._segments.clear()
+        self._words.clear()
+        self._credited = self.fed
+        self._head = self.fed
+
+    def _push(self, data: bytes) -> None:
+        if not data:
+            return
+        span = self.fed - self._credited
+        self._segments.append([float(len(data)), self._credited, span / len(data)])
+        self._credited = self.fed
+        self._buf += data
+
+    def _advance(self, n: int) -> float:
+        """Consume ``n`` bytes of segment bookkeeping; returns the stream time after them."""
+        t = self._head
+        while n > 0 and self._segments:
+            seg = self._segments[0]
+            take = min(n, int(seg[0]))
+            t = seg[1] + take * seg[2]
+            seg[0] -= take
+            seg[1] = t
+            n -= take
+            if seg[0] <= 0:
+                self._segments.popleft()
+        return t
+
+    def _cut(self, *, final: bool) -> list[Frame]:
+        frames: list[Frame] = []
+        while len(self._buf) >= self._frame_bytes or (final and self._buf):
+            n = min(self._frame_bytes, len(self._buf))
+            start = self._head
+            end = self._advance(n)
+            data = bytes(self._buf[:n])
+            del self._buf[:n]
+            last = final and not self._buf
+            inside = [w for w in self._words if last or w.start < end]
+            if inside:
+                self._words = [w for w in self._words if not (last or w.start < end)]
+            frames.append(Frame(data, start, end, tuple(inside)))
+            self._head = end
+        return frames

@@ -1,0 +1,435 @@
+"""One WebSocket speech session: init, the command reader, and the synthesis worker.
+
+Three tasks cooperate per connection.  The reader (the aiohttp handler task) validates every
+client frame with the codec in :mod:`..protocol`, enforces the limits and turns commands into
+work items; the worker runs them in order (synthesis is serialized per session, so audio,
+acks and timestamps come out in the order the commands came in); the :class:`.faults.Wire`
+sends.  A client close frame cancels everything at once: LMNT treats it as "abandon".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WebSocketError, WSMsgType, web
+
+from ..protocol import (
+    Eof,
+    Flush,
+    InitError,
+    InitRequest,
+    Reset,
+    Text,
+    WordSpan,
+    decode_client_message,
+    encode_extras,
+    encode_flush_complete,
+    encode_ready,
+    encode_reset_complete,
+    encode_timestamps,
+    parse_init,
+    split_complete_sentences,
+)
+from .config import ServerConfig, speech_units
+from .encoding import make_encoder
+from .engines import SpeechEngine
+from .faults import Faults, Wire
+from .record import SessionRecord
+from .stream import AudioStream, Frame
+
+__all__ = ["Session", "key_allowed"]
+
+log = logging.getLogger("videosdk.plugins.lmnt.server")
+
+
+def key_allowed(key: str, api_keys: Collection[str] | None) -> bool:
+    """Whether ``key`` may use the server: any non-empty key when no keys are configured.
+
+    Every configured key is compared (constant time each), so timing does not reveal which
+    key, or how much of one, matched.
+    """
+    if not key:
+        return False
+    if not api_keys:
+        return True
+    given = key.encode()
+    matched = False
+    for allowed in api_keys:
+        matched |= hmac.compare_digest(given, allowed.encode())
+    return matched
+
+
+@dataclass(frozen=True, slots=True)
+class _Speak:
+    text: str
+    gen: int
+
+
+@dataclass(frozen=True, slots=True)
+class _FlushMark:
+    nonce: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ResetMark:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    pass
+
+
+_Work = _Speak | _FlushMark | _ResetMark | _Finish
+
+
+class _Violation(Exception):
+    """A client frame the protocol does not allow: answered with an error and a close."""
+
+    def __init__(self, message: str, code: int, error_type: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_type = error_type
+
+
+class Session:
+    """Runs one connection from the init frame to the close; see the module docstring."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        record: SessionRecord,
+        *,
+        engine: SpeechEngine,
+        config: ServerConfig,
+        faults: Faults,
+        api_keys: Collection[str] | None,
+    ) -> None:
+        self._ws = ws
+        self._record = record
+        self._engine = engine
+        self._config = config
+        self._api_keys = api_keys
+        self._gen = 0
+        self.wire = Wire(
+            ws,
+            _aborter(request),
+            record,
+            faults,
+            generation=lambda: self._gen,
+            outbox_size=config.outbox_size,
+        )
+        self._init: InitRequest | None = None
+        self._stream: AudioStream | None = None
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._buffer = ""
+        self._pending_units = 0
+        self._chars = 0
+        self._eof = False
+        self._arrivals: deque[float] = deque()
+        self._origin = 0.0  # 1.2: stream time timestamps count from (last flush/reset)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it ends, whoever ends it; never raises on client data."""
+        try:
+            if await self._handshake():
+                await self._read_loop()
+        except _Violation as exc:
+            await self._violation(exc)
+        except Exception:
+            log.exception("session %s: internal error", self._record.request_id)
+            await self._stop_worker()
+            await self.wire.fail("internal server error", "internal_server_error", 1011)
+        finally:
+            try:
+                await self._settle()
+            finally:  # even if the handler is cancelled (server shutdown): never leave tasks
+                if self._worker is not None:
+                    self._worker.cancel()
+                self.wire.cancel()
+                self._record.ended_at = time.monotonic()
+                self._record.done.set()
+
+    async def _settle(self) -> None:
+        """Let a close the server started finish its handshake (bounded), then stop tasks."""
+        if self.wire.closing:
+            grace = self._config.close_timeout + 0.5
+            if self._worker is not None:  # it may be the one closing (engine failure)
+                await asyncio.wait({self._worker}, timeout=grace)
+            await self.wire.join(grace)
+        await self._stop_worker()
+        await self.wire.halt()
+
+    @property
+    def done(self) -> bool:
+        return self._record.done.is_set()
+
+    async def shutdown(self, code: int = 1001) -> None:
+        """Server stop: end synthesis and close with ``code`` (1001, going away)."""
+        await self._stop_worker()
+        await self.wire.shutdown(code)
+
+    async def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not asyncio.current_task():
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def _violation(self, exc: _Violation) -> None:
+        log.info(
+            "session %s: protocol error (close %d): %s", self._record.request_id, exc.code, exc
+        )
+        await self._stop_worker()
+        await self.wire.fail(str(exc), exc.error_type, exc.code)
+
+    # -- init ------------------------------------------------------------------------------
+
+    async def _handshake(self) -> bool:
+        """Read and check the init frame; False when the connection ended instead."""
+        try:
+            msg = await self._ws.receive(timeout=self._config.init_timeout)
+        except TimeoutError:
+            raise _Violation("no init message received", 1008) from None
+        if msg.type is WSMsgType.BINARY:
+            raise _Violation("the first message must be a JSON text frame", 1002)
+        if msg.type is not WSMsgType.TEXT:
+            self._on_ended(msg.type, msg.data)
+            return False
+        self._record.init = _masked(msg.data)
+        try:
+            init = parse_init(msg.data)
+        except InitError as exc:
+            self.wire.version = exc.version
+            raise _Violation(str(exc), 1002, exc.error_type) from None
+        self.wire.version = self._record.version = init.version
+        if not key_allowed(init.api_key, self._api_keys):
+            raise _Violation("Invalid API key", 1002, "authentication_error")
+        try:
+            encoder = make_encoder(init.format, init.sample_rate)
+        except ValueError as exc:
+            raise _Violation(f"format: {exc}", 1002) from None
+        self._init = init
+        self._stream = AudioStream(encoder, init.sample_rate, self._config.frame_bytes)
+        self.wire.start()
+        if init.typed:
+            await self.wire.text(encode_ready(self._record.request_id))
+        self._worker = asyncio.create_task(self._work(), name="lmnt-synthesis")
+        log.info(
+            "session %s: version %s, voice %r, %s @ %d Hz",
+            self._record.request_id,
+            init.version,
+            init.voice,
+            init.format,
+            init.sample_rate,
+        )
+        return True
+
+    # -- the reader ------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            msg = await self._ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                self._admit(msg.data)
+                if not self._eof:
+                    self._command(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                raise _Violation("binary messages are not accepted; send JSON text", 1003)
+            else:
+                self._on_ended(msg.type, msg.data)
+                if not self.wire.closing:  # the client closed: abandon everything
+                    await self._stop_worker()
+                    await self.wire.halt()
+                return
+
+    def _admit(self, data: str) -> None:
+        """Per-message limits: frame size and message rate."""
+        limit = self._config.max_frame_bytes
+        if len(data) > limit or (4 * len(data) > limit and len(data.encode()) > limit):
+            raise _Violation(f"message too large: at most {limit} bytes", 1009)
+        now = time.monotonic()
+        arrivals = self._arrivals
+        arrivals.append(now)
+        while arrivals and arrivals[0] <= now - 1.0:
+            arrivals.popleft()
+        if len(arrivals) > self._config.max_messages_per_second:
+            raise _Violation("rate limit exceeded", 1008, "rate_limit_error")
+
+    def _command(self, data: str) -> None:
+        assert self._init is not None
+        try:
+            command = decode_client_message(data, self._init.version)
+        except InitError as exc:
+            raise _Violation(str(exc), 1002, exc.error_type) from None
+        record = self._record
+        if isinstance(command, Text):
+            self._chars += len(command.text)
+            if self._chars > self._config.max_text_chars:
+                limit = self._config.max_text_chars
+                raise _Violation(f"text limit exceeded: at most {limit} characters", 1008)
+            record.texts.append(command.text)
+            record.commands.append("text")
+            sentences, self._buffer = split_complete_sentences(
+                self._buffer + command.text, keep_whitespace=True
+            )
+            for sentence in sentences:
+                self._speak(sentence)
+        elif isinstance(command, Flush):
+            record.commands.append("flush")
+            self._speak(self._take_buffer())
+            self._queue.put_nowait(_FlushMark(command.nonce))
+        elif isinstance(command, Reset):
+            record.commands.append("reset")
+            self._gen += 1  # audio of earlier generations is dropped, queued or not
+            self._buffer = ""
+            self._queue.put_nowait(_ResetMark(command.nonce))
+        elif isinstance(command, Eof):
+            record.commands.append("eof")
+            self._eof = True
+            self._speak(self._take_buffer())
+            self._queue.put_nowait(_Finish())
+
+    def _take_buffer(self) -> str:
+        text, self._buffer = self._buffer, ""
+        return text
+
+    def _speak(self, text: str) -> None:
+        for unit in speech_units(text, self._config.max_unit_chars):
+            self._pending_units += 1
+            self._queue.put_nowait(_Speak(unit, self._gen))
+
+    def _on_ended(self, kind: WSMsgType, data: Any) -> None:
+        """Record how the connection ended when the reader sees it end."""
+        record = self._record
+        if self.wire.closing:
+            return
+        if kind is WSMsgType.CLOSE:
+            record.closed("client", int(data) if isinstance(data, int) else None)
+        elif kind is WSMsgType.ERROR and isinstance(data, WebSocketError):
+            # aiohttp's reader refused the frame (beyond the hard size cap: 1009; invalid
+            # UTF-8: 1007; bad framing: 1002) and already closed with that code itself.
+            record.error = str(data) or "invalid frame"
+            record.closed("server", data.code)
+            log.info("session %s: closed %d by the frame reader", record.request_id, data.code)
+            return
+        else:
+            record.closed("client", 1006)
+        record.client_closed_early = not self.wire.finished
+        log.info("session %s: client closed (%s)", record.request_id, record.close_code)
+
+    # -- the worker ------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        try:
+            await self._work_items()
+        except Exception:  # an engine or encoder failure ends the session, not the server
+            log.exception("session %s: synthesis failed", self._record.request_id)
+            await self.wire.fail("internal server error", "internal_server_error", 1011)
+
+    async def _work_items(self) -> None:
+        assert self._init is not None and self._stream is not None
+        init, stream, wire = self._init, self._stream, self.wire
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _Speak):
+                self._pending_units -= 1
+                if item.gen == self._gen:
+                    await self._synthesize(item)
+            elif isinstance(item, _FlushMark):
+                self._origin = stream.fed
+                if init.typed and item.nonce is not None:
+                    await wire.text(encode_flush_complete(item.nonce))
+            elif isinstance(item, _ResetMark):
+                stream.drop()
+                self._origin = stream.fed
+                if init.typed:
+                    await wire.text(encode_reset_complete(item.nonce))
+            else:
+                for frame in stream.finish():
+                    await self._send(frame, last=True, gen=self._gen, first=False)
+                await wire.close()
+                return
+
+    async def _synthesize(self, item: _Speak) -> None:
+        assert self._init is not None and self._stream is not None
+        init, stream = self._init, self._stream
+        offset = stream.fed
+        held: Frame | None = None
+        first = True
+        chunks = self._engine.synthesize(
+            item.text, voice=init.voice, language=init.language, sample_rate=init.sample_rate
+        )
+        try:
+            async for chunk in chunks:
+                if item.gen != self._gen:
+                    return  # reset: stop synthesizing what nobody wants
+                for frame in stream.feed(chunk.pcm, chunk.words, offset):
+                    if held is not None:
+                        await self._send(held, last=False, gen=item.gen, first=first)
+                        first = False
+                    held = frame
+        finally:
+            aclose: Callable[[], Any] | None = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        for frame in stream.end_unit():
+            if held is not None:
+                await self._send(held, last=False, gen=item.gen, first=first)
+                first = False
+            held = frame
+        if held is not None:
+            await self._send(held, last=True, gen=item.gen, first=first)
+
+    async def _send(self, frame: Frame, *, last: bool, gen: int, first: bool) -> None:
+        """One frame with its metadata: extras before it (legacy), timestamps after (typed)."""
+        assert self._init is not None
+        init = self._init
+        before = after = None
+        if init.typed and init.return_timestamps:
+            origin = self._origin if init.version == "1.2" else frame.start
+            after = encode_timestamps(_relative(frame.words, origin))
+        elif not init.typed and init.return_extras:
+            empty = last and not self._buffer.strip() and self._pending_units == 0
+            before = encode_extras(_relative(frame.words, frame.start), empty)
+        await self.wire.audio(
+            frame.data, frame.seconds, before=before, after=after, gen=gen, unit_first=first
+        )
+
+
+def _relative(words: tuple[WordSpan, ...], origin: float) -> list[WordSpan]:
+    return [WordSpan(w.text, max(0.0, w.start - origin), w.duration) for w in words]
+
+
+def _masked(data: str) -> dict[str, Any] | None:
+    """The init frame for the record, key masked; None if it is not a JSON object."""
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(msg, dict):
+        return None
+    if "X-API-Key" in msg:
+        msg["X-API-Key"] = "***"
+    return msg
+
+
+def _aborter(request: web.Request) -> Callable[[], None]:
+    def abort() -> None:
+        if request.transport is not None:
+            request.transport.abort()
+
+    return abort

@@ -32,7 +32,7 @@ from .errors import (
     LMNTTimeoutError,
     redact,
 )
-from .protocol import ClientDecoder, ClientEvent, ErrorFrame, SessionOptions
+from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
 
 __all__ = ["Closed", "ConnectionPool", "ConnectionSettings", "LMNTConnection", "is_loopback"]
 
@@ -119,6 +119,8 @@ class LMNTConnection:
         self.used = False
         self.closed: Closed | None = None
         self.error: ErrorFrame | None = None  # the first error frame the server sent
+        self.request_id: str | None = None  # from the typed API's ``ready``
+        self.turns = 0  # turns served: more than one when a typed session is reused
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="lmnt-reader")
 
     async def _read(self) -> None:
@@ -131,6 +133,11 @@ class LMNTConnection:
                         self.events.put_nowait(ev)
                 elif msg.type is aiohttp.WSMsgType.TEXT:
                     for ev in self.decoder.text(msg.data):
+                        if isinstance(ev, Ready):
+                            # Kept on the connection, not queued: a typed spare that said
+                            # hello is still an idle, healthy spare.
+                            self.request_id = ev.request_id
+                            continue
                         if isinstance(ev, ErrorFrame) and self.error is None:
                             self.error = ev
                         self.events.put_nowait(ev)

@@ -32,7 +32,7 @@ from .protocol import (
     TYPED_VERSIONS,
     SessionOptions,
 )
-from .turn import RetryPolicy, TextFeed, Turn, TurnSink, _AfterAudio
+from .turn import REUSABLE_FORMATS, RetryPolicy, TextFeed, Turn, TurnSink, _AfterAudio
 from .words import WordAnnouncer
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS"]
@@ -138,6 +138,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     * ``receive_timeout``: seconds of server silence tolerated while audio is owed (default 5).
     * ``max_retries``/``retry_backoff``: retries of transient failures before any audio.
     * ``warm_connection``: keep one initialised connection ready for the next turn.
+    * ``reuse_sessions``: with the typed API and a PCM/µ-law format, end each turn with a flush
+      and keep the session for the next turn instead of reconnecting.
     * ``ssl``: an ``ssl.SSLContext`` (custom CA, client certs) and ``ca_file``: a CA bundle path.
     * ``allow_insecure``: allow sending the key over plain ``ws://`` to a non-loopback host.
     """
@@ -163,6 +165,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         max_retries: int = 2,
         retry_backoff: float = 0.2,
         warm_connection: bool = True,
+        reuse_sessions: bool = True,
         ssl: ssl_module.SSLContext | None = None,
         ca_file: str | None = None,
         allow_insecure: bool = False,
@@ -220,6 +223,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.receive_timeout = receive_timeout
         self.retry = RetryPolicy(max_retries=max_retries, backoff=retry_backoff)
         self.warm_connection = warm_connection
+        self.reuse_sessions = reuse_sessions
         self.audio_track = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the framework; unused here
         self._first_chunk_sent = False
@@ -373,6 +377,11 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             retry=self.retry,
             receive_timeout=self.receive_timeout,
             warm=self.warm_connection,
+            reuse_session=(
+                self.reuse_sessions
+                and options.version in TYPED_VERSIONS
+                and options.format in REUSABLE_FORMATS
+            ),
         )
         self._turn = turn
         try:

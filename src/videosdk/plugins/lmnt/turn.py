@@ -27,7 +27,6 @@ from .protocol import (
     Extras,
     FlushComplete,
     ProtocolViolation,
-    Ready,
     ResetComplete,
     SessionOptions,
     Timestamps,
@@ -61,6 +60,12 @@ def join_chunk(previous: str, chunk: str) -> str:
     if previous[-1] in _JOIN_AFTER:
         return " " + chunk
     return chunk
+
+
+# Formats whose stream can be cut at any flush: a reused typed session hands the next turn a
+# stream with no container state to carry over (µ-law's WAV header only opens the session).
+# MP3 and WebM encoders hold back their tail until ``finish``, so they end the session per turn.
+REUSABLE_FORMATS = frozenset({"pcm_s16le", "pcm_f32le", "ulaw"})
 
 
 class TextFeed:
@@ -156,6 +161,7 @@ class Turn:
     retry: RetryPolicy
     receive_timeout: float
     warm: bool
+    reuse_session: bool = False
     interrupted: bool = False
     audio_started: bool = False
     pushed_bytes: int = 0
@@ -212,7 +218,10 @@ class Turn:
         if self.interrupted:
             await self.pool.release(conn, reusable=True)
             return
-        if self.warm:
+        conn.turns += 1
+        if self.request_id is None:
+            self.request_id = conn.request_id
+        if self.warm and not self.reuse_session:
             self.pool.prepare_spare(self.options)
         self.feed.start()  # only now: a failed connect must leave the caller's text unread
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
@@ -228,7 +237,10 @@ class Turn:
                 await sender
             pipeline.close()
             self.conn = None
-            await self.pool.release(conn, reusable=reusable and not self.interrupted)
+            keep = reusable and not self.interrupted
+            await self.pool.release(conn, reusable=keep)
+            if self.reuse_session and self.warm and not keep:
+                self.pool.prepare_spare(self.options)  # the session died: warm a new one
 
     async def _send(self, conn: LMNTConnection) -> None:
         version = self.options.version
@@ -252,14 +264,24 @@ class Turn:
             if not self.feed.has_words:
                 conn.events.put_nowait(_NOTHING_TO_SAY)  # type: ignore[arg-type]
                 return
-            await conn.send(encode_client_eof(version))
+            if self.reuse_session:
+                # End the turn with a flush, not ``finish``: the session stays open for the next.
+                if not self.feed.items or self.feed.items[-1] is not FLUSH:
+                    nonce += 1
+                    await conn.send(encode_client_flush(version, nonce))
+                self._final_nonce = nonce
+            else:
+                await conn.send(encode_client_eof(version))
             self._eof_sent = True
             self._owe(conn)
+            conn.events.put_nowait(_WAKE)  # type: ignore[arg-type]
         except (ConnectionError, RuntimeError, OSError) as exc:
             # The receiver sees the close and reports it; nothing more to do here.
             logger.debug("LMNT: send stopped: %s", type(exc).__name__)
 
     _eof_sent: bool = False
+    _final_nonce: int | None = None
+    _completed_nonce: int = 0
     _owed_since: float | None = None
     _timeline: WordTimeline | None = None
 
@@ -284,10 +306,16 @@ class Turn:
     async def _receive(
         self, conn: LMNTConnection, pipeline: AudioPipeline, sender: asyncio.Task[None]
     ) -> bool:
-        """Returns True if the connection was never used and can serve another turn."""
+        """Returns True if the connection can serve another turn (unused, or a typed session
+        whose every flush was answered)."""
         self._eof_sent = False
+        self._final_nonce = None
+        self._completed_nonce = 0
         self._owed_since = None
         while True:
+            if self._final_nonce is not None and self._completed_nonce >= self._final_nonce:
+                await self._finish_audio(pipeline)
+                return True  # every flush answered: the session can serve the next turn
             deadline = self._deadline()
             try:
                 if deadline is None:
@@ -326,11 +354,7 @@ class Turn:
                 await self._push(pcm)
             elif isinstance(ev, Closed):
                 if self._eof_sent and ev.code == 1000:
-                    try:
-                        await self._push(pipeline.flush())
-                    except AudioDecodeError as exc:
-                        self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
-                    await self._pad()
+                    await self._finish_audio(pipeline)
                     return False
                 when = "before any audio" if not self.audio_started else "mid-stream"
                 self._fail(
@@ -353,13 +377,20 @@ class Turn:
                     )
                     if words:
                         self.sink.on_words(words)
-            elif isinstance(ev, Ready):
-                self.request_id = ev.request_id
             elif isinstance(ev, FlushComplete | ResetComplete):
                 if self._timeline is not None:
                     self._timeline.segment_boundary()
-                if isinstance(ev, FlushComplete) and not self._eof_sent:
-                    self._owed_since = None
+                if isinstance(ev, FlushComplete):
+                    self._completed_nonce = max(self._completed_nonce, ev.nonce)
+                    if not self._eof_sent:
+                        self._owed_since = None
+
+    async def _finish_audio(self, pipeline: AudioPipeline) -> None:
+        try:
+            await self._push(pipeline.flush())
+        except AudioDecodeError as exc:
+            self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
+        await self._pad()
 
     async def _push(self, pcm: bytes) -> None:
         if not pcm or self.interrupted:

@@ -135,3 +135,21 @@ async def test_mp3_typed_sessions_end_per_turn(lmnt_server: LocalLMNTServer) -> 
         assert abs((end - start) - ToneEngine().duration_of(TEXT)) < 0.02
     assert [s.commands[-1] for s in lmnt_server.sessions] == ["eof", "eof"]
     await tts.aclose()
+
+
+async def test_prewarm_against_a_server_that_never_answers_is_bounded() -> None:
+    import socket
+    import time
+
+    with socket.socket() as listener:  # accepts TCP, never answers the upgrade
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/ai/speech/stream"
+        tts = LMNTTTS(api_key="test-key", ws_url=url, connect_timeout=30)
+        tts.PREWARM_WAIT = 0.2
+        t0 = time.monotonic()
+        await tts.prewarm()
+        assert time.monotonic() - t0 < 0.5
+        await tts.aclose()
+        await asyncio.sleep(0)
+        assert _lmnt_tasks() == []

@@ -319,13 +319,18 @@ class ConnectionPool:
             return None
         return conn
 
-    async def warm(self, options: SessionOptions) -> bool:
-        """Make sure a spare is ready (``prewarm``); returns whether one is."""
+    async def warm(self, options: SessionOptions, wait: float) -> bool:
+        """Make sure a spare is ready or on its way (``prewarm``); returns whether it is ready.
+
+        Waits at most ``wait`` seconds: the framework awaits ``prewarm()`` before the agent's
+        greeting, so an unreachable server must not hold the session up for a full connect
+        timeout.  A spare still connecting after that is picked up by the first turn.
+        """
         self.prepare_spare(options)
         task = self._spare_task
         if task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+                await asyncio.wait_for(asyncio.shield(task), wait)
             if task.done() and not task.cancelled() and task.exception() is None:
                 if self._spare_task is task:
                     self._spare_task = None

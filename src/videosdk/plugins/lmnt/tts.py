@@ -144,6 +144,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     * ``allow_insecure``: allow sending the key over plain ``ws://`` to a non-loopback host.
     """
 
+    PREWARM_WAIT = 2.0  # seconds prewarm() may hold up the session start
+
     def __init__(
         self,
         *,
@@ -289,12 +291,14 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     async def prewarm(self) -> None:
         """Open and initialise a connection now, so the first turn skips the handshake.
 
-        Idempotent, and never raises: a failure here only costs the first turn a cold start.
+        Idempotent, never raises and never blocks the session for long (at most
+        ``PREWARM_WAIT`` seconds; a slower handshake finishes in the background): a failure here
+        only costs the first turn a cold start.
         """
         if self._closed:
             return
         try:
-            await self._pool.warm(self._options())
+            await self._pool.warm(self._options(), self.PREWARM_WAIT)
         except Exception as exc:
             logger.warning("LMNT prewarm failed (the first turn will connect): %s", exc)
 

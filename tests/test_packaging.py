@@ -16,9 +16,9 @@ def test_no_namespace_init_files_shipped() -> None:
 
 
 def test_plugin_imports_beside_the_sdk() -> None:
-    import videosdk
     from videosdk.agents import TTS
 
+    import videosdk
     from videosdk.plugins.lmnt import LMNTTTS
 
     assert issubclass(LMNTTTS, TTS)

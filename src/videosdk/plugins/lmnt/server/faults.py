@@ -66,10 +66,20 @@ class Faults:
     * ``unknown_message``: ``{"type":"surprise"}`` (legacy: ``{"surprise":1}``) before the first
       audio frame.
     * ``close_code``: the close after eof/finish uses this code instead of 1000.
+    * ``close_reason``: the reason text of every close frame the server sends (e.g. to check
+      that a client never repeats what it should not).
     * ``oversized_frame_bytes``: one extra binary frame of this many zero bytes right before the
       first audio frame (counts as audio sent).
     * ``slow_drip``: audio goes out in frames of ``drip_bytes`` bytes with this many seconds
       between frames.
+    * ``script``: a scripted session: the server does no synthesis and sends exactly these
+      frames (``str`` as text frames, ``bytes`` as binary frames, verbatim, valid or not) once
+      ``script_after`` happened: ``"init"`` (a valid init was accepted; a typed ``ready`` goes
+      first), ``"text"`` (the first command after init) or ``"eof"`` (eof/finish).  Then it
+      ends as ``script_end`` says: ``"close"`` (close ``close_code``, default 1000), ``"drop"``
+      (abort the TCP connection: 1006) or ``"hang"`` (send nothing more, never close).  Client
+      commands are still validated and recorded; ``latency`` and ``slow_drip`` (seconds between
+      frames) apply, the other faults do not.
 
     Extras (legacy) stay before, and timestamps (typed) after, the pieces of the frame they
     describe when a fault splits it.
@@ -90,9 +100,13 @@ class Faults:
     malformed_json: bool = False
     unknown_message: bool = False
     close_code: int | None = None
+    close_reason: str = ""
     oversized_frame_bytes: int | None = None
     slow_drip: float | None = None
     drip_bytes: int = 2
+    script: tuple[str | bytes, ...] | None = None
+    script_after: Literal["init", "text", "eof"] = "init"
+    script_end: Literal["close", "drop", "hang"] = "close"
 
     def __post_init__(self) -> None:
         status = self.reject_handshake_status
@@ -108,6 +122,15 @@ class Faults:
             raise ValueError("Faults.drip_bytes must be > 0")
         if self.close_code is not None and not 1000 <= self.close_code <= 4999:
             raise ValueError("Faults.close_code must be a WebSocket close code (1000-4999)")
+        if len(self.close_reason.encode()) > 123:
+            raise ValueError("Faults.close_reason must fit a close frame (123 bytes of UTF-8)")
+        if self.script is not None:
+            if not all(isinstance(frame, str | bytes) for frame in self.script):
+                raise ValueError("Faults.script must be a tuple of str (text) / bytes (binary)")
+            if self.script_after not in ("init", "text", "eof"):
+                raise ValueError("Faults.script_after must be 'init', 'text' or 'eof'")
+            if self.script_end not in ("close", "drop", "hang"):
+                raise ValueError("Faults.script_end must be 'close', 'drop' or 'hang'")
 
     async def handshake(self) -> web.Response | None:
         """Delay the upgrade answer by ``latency``; the rejection response, if one is set."""
@@ -178,6 +201,7 @@ class Wire:
         self._audio_started = False
         self._pace_due = 0.0
         self._odd = 0
+        self._script_go = asyncio.Event()
         self.version = LEGACY_VERSION
         #: Set once the normal end-of-session close (after eof/finish) has been sent.
         self.finished = False
@@ -187,10 +211,21 @@ class Wire:
         """True once the server has begun closing (or dropped) the connection."""
         return self._closing
 
+    @property
+    def scripted(self) -> bool:
+        """True when the session plays ``Faults.script`` instead of synthesizing."""
+        return self._faults.script is not None
+
     def start(self) -> None:
         """Begin sending; with ``hang_after_init`` the outbox is simply never drained."""
         if self._task is None and not self._faults.hang_after_init:
-            self._task = asyncio.create_task(self._run(), name="lmnt-wire")
+            run = self._run_script() if self.scripted else self._run()
+            self._task = asyncio.create_task(run, name="lmnt-wire")
+
+    def script_event(self, event: Literal["init", "text", "eof"]) -> None:
+        """The session reached ``event``: a scripted wire starts playing if it waits for it."""
+        if self.scripted and event == self._faults.script_after:
+            self._script_go.set()
 
     async def text(self, data: str, gen: int | None = None) -> None:
         await self._queue.put(_Item("text", self._loop.time(), text=data, gen=gen))
@@ -274,6 +309,36 @@ class Wire:
             return
         except ConnectionError:
             return  # the client went away; the reader notices and records it
+
+    async def _run_script(self) -> None:
+        f = self._faults
+        assert f.script is not None
+        try:
+            await self._script_go.wait()
+            while not self._queue.empty():  # what the session queued first (typed ``ready``)
+                item = self._queue.get_nowait()
+                if item.kind == "text":
+                    await self._until(item.at + f.latency)
+                    await self._ws.send_str(item.text)
+            for frame in f.script:
+                await self._until(self._loop.time() + f.latency)
+                if isinstance(frame, bytes):
+                    await self._send_binary(frame)
+                else:
+                    await self._ws.send_str(frame)
+                if f.slow_drip:
+                    await asyncio.sleep(f.slow_drip)
+            if f.script_end == "close":
+                self.finished = True
+                await self._close(f.close_code or 1000)
+            elif f.script_end == "drop":
+                self._drop()
+            else:
+                log.info("session %s: script played, hanging (fault)", self._record.request_id)
+        except _Stop:
+            return
+        except ConnectionError:
+            return
 
     def _stale(self, item: _Item) -> bool:
         return item.gen is not None and item.gen != self._generation()
@@ -378,7 +443,7 @@ class Wire:
         self._closing = True
         self._record.closed("server", code)
         with contextlib.suppress(ConnectionError):
-            await self._ws.close(code=code)
+            await self._ws.close(code=code, message=self._faults.close_reason.encode())
 
     def _drop(self) -> None:
         self._closing = True

@@ -227,7 +227,10 @@ class Session:
         self.wire.start()
         if init.typed:
             await self.wire.text(encode_ready(self._record.request_id))
-        self._worker = asyncio.create_task(self._work(), name="lmnt-synthesis")
+        if self.wire.scripted:  # Faults.script: the wire plays it; nothing is synthesized
+            self.wire.script_event("init")
+        else:
+            self._worker = asyncio.create_task(self._work(), name="lmnt-synthesis")
         log.info(
             "session %s: version %s, voice %r, %s @ %d Hz",
             self._record.request_id,
@@ -276,6 +279,10 @@ class Session:
         except InitError as exc:
             raise _Violation(str(exc), 1002, exc.error_type) from None
         record = self._record
+        if self.wire.scripted:
+            self.wire.script_event("text")
+            if isinstance(command, Eof):
+                self.wire.script_event("eof")
         if isinstance(command, Text):
             self._chars += len(command.text)
             if self._chars > self._config.max_text_chars:

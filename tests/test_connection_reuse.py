@@ -74,8 +74,7 @@ async def test_dead_or_old_spare_costs_only_a_reconnect(lmnt_server: LocalLMNTSe
     # The server drops every idle connection (a restart, an idle timeout...).
     await lmnt_server.stop()
     await lmnt_server.start()
-    tts.ws_url = lmnt_server.ws_url
-    tts._pool.settings = dataclasses.replace(tts._pool.settings, url=lmnt_server.ws_url)
+    tts.ws_url = lmnt_server.ws_url  # 1.0.30 read ws_url at every turn: so do we
     await asyncio.sleep(0.05)
     pcm = await _turn(tts)
     assert errors == [] and active_span(pcm, TRACK_RATE)[1] > 0.5

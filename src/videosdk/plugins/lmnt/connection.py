@@ -45,6 +45,7 @@ class Closed:
 
     code: int
     reason: str = ""
+    local: bool = False  # we closed it because the server broke the WebSocket protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +80,9 @@ def _describe_handshake_error(exc: aiohttp.WSServerHandshakeError, url_host: str
     if status >= 500:
         return LMNTServerError(f"{text}: server error", status=status, retryable=True)
     if status == 404:
-        return LMNTConnectionError(f"{text}: no LMNT endpoint at that path", status=status)
+        text += ": no LMNT endpoint at that path"
     err = LMNTConnectionError(text, status=status)
-    err.retryable = False
+    err.retryable = False  # the same request will be refused the same way
     return err
 
 
@@ -121,10 +122,12 @@ class LMNTConnection:
         self.error: ErrorFrame | None = None  # the first error frame the server sent
         self.request_id: str | None = None  # from the typed API's ``ready``
         self.turns = 0  # turns served: more than one when a typed session is reused
+        self.nonce = 0  # the typed API's flush/reset counter: one per session, not per turn
+        self.generation = 0  # the pool settings it was opened under
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="lmnt-reader")
 
     async def _read(self) -> None:
-        code, reason = 1006, "connection lost"
+        code, reason, local = 1006, "connection lost", False
         try:
             while True:
                 msg = await self.ws.receive()
@@ -145,7 +148,11 @@ class LMNTConnection:
                     code, reason = int(msg.data or 1005), str(msg.extra or "")
                     break
                 elif msg.type is aiohttp.WSMsgType.ERROR:
-                    code, reason = 1006, type(msg.data).__name__
+                    # aiohttp reports protocol failures (e.g. a frame over max_msg_size, 1009)
+                    # as an error carrying the close code it sent.
+                    code = getattr(msg.data, "code", None) or 1006
+                    reason = str(msg.data) or type(msg.data).__name__
+                    local = code != 1006
                     break
                 elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                     code = self.ws.close_code or 1006
@@ -156,7 +163,7 @@ class LMNTConnection:
         except Exception as exc:  # the reader must never die silently
             code, reason = 1006, type(exc).__name__
         finally:
-            self.closed = Closed(code, reason)
+            self.closed = Closed(code, reason, local)
             self.events.put_nowait(self.closed)
 
     @property
@@ -203,14 +210,29 @@ class ConnectionPool:
     """Opens connections and keeps at most one warm spare for the next turn."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
-        self.settings = settings
+        self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._spare: LMNTConnection | None = None
         self._spare_task: asyncio.Task[LMNTConnection | None] | None = None
         self._open: set[LMNTConnection] = set()
         self._closed = False
         self.opened = 0  # connections opened over the pool's life (tests and benchmarks read it)
+        self._generation = 0  # bumped when settings change
         parts = urlsplit(settings.url)
+        self._host = parts.hostname or "?"
+        self._display = f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: ConnectionSettings) -> None:
+        """New settings (e.g. another URL) apply to connections opened from now on; a spare
+        opened under the old ones is dropped at the next ``acquire``."""
+        self._settings = value
+        self._generation += 1
+        parts = urlsplit(value.url)
         self._host = parts.hostname or "?"
         self._display = f"{parts.scheme}://{parts.netloc}"
 
@@ -237,6 +259,7 @@ class ConnectionPool:
                     autoclose=True,
                 )
                 conn = LMNTConnection(ws, options, self.settings)
+                conn.generation = self._generation
                 self._open.add(conn)
                 self.opened += 1
                 try:
@@ -253,10 +276,12 @@ class ConnectionPool:
         except aiohttp.WSServerHandshakeError as exc:
             raise _describe_handshake_error(exc, self._display) from None
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise LMNTConnectionError(
+            err = LMNTConnectionError(
                 f"TLS certificate of {self._display} could not be verified "
                 f"({redact(str(exc.certificate_error), options.api_key)}); pass ssl= or a CA bundle"
-            ) from None
+            )
+            err.retryable = False  # retrying will not make the certificate trusted
+            raise err from None
         except (aiohttp.ClientError, OSError) as exc:
             detail = redact(str(exc) or type(exc).__name__, options.api_key)
             raise LMNTConnectionError(
@@ -271,7 +296,8 @@ class ConnectionPool:
         """
         spare = await self._take_spare()
         if spare is not None:
-            if spare.options.fingerprint() == options.fingerprint() and spare.healthy:
+            fits = spare.generation == self._generation
+            if fits and spare.options.fingerprint() == options.fingerprint() and spare.healthy:
                 spare.used = True
                 return spare
             frame = spare.pending_error()
@@ -287,8 +313,14 @@ class ConnectionPool:
         if task is not None:
             if not task.done():
                 # A spare is on its way: waiting for it beats starting a second handshake.
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    if self._spare_task is None and not self._closed:
+                        self._spare_task = task  # still the pool's: not orphaned by our cancel
+                    raise
+                except Exception:
+                    pass
             if task.done() and not task.cancelled() and task.exception() is None:
                 self._spare = self._spare or task.result()
         spare, self._spare = self._spare, None

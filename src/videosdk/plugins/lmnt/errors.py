@@ -45,6 +45,15 @@ class LMNTError(Exception):
         self.status = status
         self.error_type = error_type
 
+    def scrub(self, secret: str | None) -> LMNTError:
+        """Remove ``secret`` from every text this error carries (servers may echo the key)."""
+        for name in ("message", "request_id", "server_message", "error_type"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, redact(value, secret))
+        self.args = tuple(redact(a, secret) if isinstance(a, str) else a for a in self.args)
+        return self
+
     def __str__(self) -> str:
         return f"{self.message} (request_id={self.request_id})" if self.request_id else self.message
 

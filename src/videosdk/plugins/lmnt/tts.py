@@ -11,6 +11,7 @@ so a turn does not pay a TCP+TLS+WebSocket handshake.  The work is done by ``pro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -220,7 +221,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.seed = seed
         self.temperature = temperature
         self.top_p = top_p
-        self.ws_url = url
+        self._allow_insecure = allow_insecure
         self.protocol_version = protocol_version
         self.receive_timeout = receive_timeout
         self.retry = RetryPolicy(max_retries=max_retries, backoff=retry_backoff)
@@ -232,6 +233,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self._turn: Turn | None = None
         self._announcer: WordAnnouncer | None = None
         self._closed = False
+        self._ws_url = url
         self._pool = ConnectionPool(
             ConnectionSettings(
                 url=url,
@@ -243,8 +245,29 @@ class LMNTTTS(TTS):  # type: ignore[misc]
 
     @property
     def api_key(self) -> str:
-        """The key, for code written against 1.0.30's public attribute; never in repr or logs."""
+        """The key, for code written against 1.0.30's public attribute; never in repr or logs.
+
+        Assigning a new key (rotation) takes effect at the next turn; a warm connection opened
+        with the old key is not used.
+        """
         return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("api_key must be a non-empty string")
+        self._api_key = value
+
+    @property
+    def ws_url(self) -> str:
+        return self._ws_url
+
+    @ws_url.setter
+    def ws_url(self, value: str) -> None:
+        """1.0.30 read ``ws_url`` at every turn, so assigning it must redirect the next turn."""
+        url = _check_url(value, self._allow_insecure)
+        self._ws_url = url
+        self._pool.settings = dataclasses.replace(self._pool.settings, url=url)
 
     def __repr__(self) -> str:
         return (

@@ -42,6 +42,9 @@ FLUSH = object()  # a flush request in the feed
 _INTERRUPTED = object()  # put in a connection's queue to wake the receiver
 _NOTHING_TO_SAY = object()  # the text held no words: the connection was never used
 _WAKE = object()  # audio became owed: the receiver must start its silence deadline
+# Close codes that reject the request itself (protocol error, unsupported or invalid data,
+# policy, too big, missing extension): retrying the same request cannot help.
+_REFUSING_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 
 # Punctuation after which the framework's sentence chunker cuts; chunks arrive stripped, so a
 # space must be put back there.  CJK full stops are followed by no space in writing.
@@ -79,6 +82,7 @@ class TextFeed:
         self._changed = asyncio.Event()
         self._tail = ""
         self._task: asyncio.Task[None] | None = None
+        self._stop = False
 
     def start(self) -> None:
         if self._task is None:
@@ -99,7 +103,12 @@ class TextFeed:
             if isinstance(self._source, str):
                 self._add_text(self._source)
                 return
-            async for item in self._source:
+            source = aiter(self._source)
+            while not self._stop:
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    break
                 if isinstance(item, str):
                     self._add_text(item)
                 elif type(item).__name__ == "FlushMarker":
@@ -120,11 +129,24 @@ class TextFeed:
         await self._changed.wait()
         self._changed.clear()
 
-    async def aclose(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Stop reading.  With ``grace``, a read in progress may finish first.
+
+        The caller's generator belongs to the framework: after a failure ``FallbackTTS`` hands
+        the same generator to the next provider.  Cancelling a pending ``__anext__`` would throw
+        into the generator and end it, so the next provider would get nothing; letting that one
+        read complete (and asking for no more) leaves the rest of the stream to it.
+        """
+        self._stop = True
+        task = self._task
+        if task is None or task.done():
+            return
+        if grace > 0:
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            task.cancel()
             with contextlib.suppress(BaseException):
-                await self._task
+                await task
 
 
 @dataclass
@@ -183,15 +205,18 @@ class Turn:
 
     async def run(self) -> None:
         attempt = 0
+        grace = 0.0
         try:
             while True:
                 try:
                     await self._attempt()
                     return
                 except LMNTError as exc:
+                    exc.scrub(self.options.api_key)
                     if self.interrupted:
                         return
                     if self.audio_started or not exc.retryable or attempt >= self.retry.max_retries:
+                        grace = self.receive_timeout  # leave the caller's stream usable
                         raise
                     if isinstance(exc, LMNTTimeoutError) and self.conn is None:
                         raise  # a connect timeout already cost the whole budget
@@ -210,17 +235,42 @@ class Turn:
                     if self.interrupted:
                         return
         finally:
-            await self.feed.aclose()
+            await self.feed.aclose(grace)
 
-    async def _attempt(self) -> None:
-        conn = await self.pool.acquire(self.options)
-        self.conn = conn
+    async def _acquire(self) -> LMNTConnection | None:
+        """A connection, or None if ``interrupt()`` came first (it must not wait for a handshake
+        that may take the whole connect timeout)."""
+        task = asyncio.get_running_loop().create_task(
+            self.pool.acquire(self.options), name="lmnt-acquire"
+        )
+        stop = asyncio.get_running_loop().create_task(self._interrupt_event.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if task.cancelled():
+            return None
+        exc = task.exception()
+        if exc is not None:
+            if self.interrupted:
+                return None
+            raise exc
+        conn = task.result()
         if self.interrupted:
             await self.pool.release(conn, reusable=True)
+            return None
+        return conn
+
+    async def _attempt(self) -> None:
+        conn = await self._acquire()
+        if conn is None:
             return
+        self.conn = conn
         conn.turns += 1
-        if self.request_id is None:
-            self.request_id = conn.request_id
         if self.warm and not self.reuse_session:
             self.pool.prepare_spare(self.options)
         self.feed.start()  # only now: a failed connect must leave the caller's text unread
@@ -244,7 +294,6 @@ class Turn:
 
     async def _send(self, conn: LMNTConnection) -> None:
         version = self.options.version
-        nonce = 0
         index = 0
         try:
             while True:
@@ -252,8 +301,8 @@ class Turn:
                     item = self.feed.items[index]
                     index += 1
                     if item is FLUSH:
-                        nonce += 1
-                        await conn.send(encode_client_flush(version, nonce))
+                        conn.nonce += 1
+                        await conn.send(encode_client_flush(version, conn.nonce))
                         self._owe(conn)
                     else:
                         assert isinstance(item, str)
@@ -267,9 +316,9 @@ class Turn:
             if self.reuse_session:
                 # End the turn with a flush, not ``finish``: the session stays open for the next.
                 if not self.feed.items or self.feed.items[-1] is not FLUSH:
-                    nonce += 1
-                    await conn.send(encode_client_flush(version, nonce))
-                self._final_nonce = nonce
+                    conn.nonce += 1
+                    await conn.send(encode_client_flush(version, conn.nonce))
+                self._final_nonce = conn.nonce
             else:
                 await conn.send(encode_client_eof(version))
             self._eof_sent = True
@@ -285,20 +334,35 @@ class Turn:
     _owed_since: float | None = None
     _timeline: WordTimeline | None = None
 
+    # Since audio became owed, it must arrive at least as fast as it plays, with
+    # ``receive_timeout`` of slack: a server that drips a few bytes at a time renews "something
+    # arrived" forever, but never keeps up with the listener.
+    _flow_anchor: float | None = None  # when the flow clock started
+    _flow_audio: float = 0.0  # seconds of audio received since then
+
     def _owe(self, conn: LMNTConnection) -> None:
         if self._owed_since is None:
             self._owed_since = time.monotonic()
             conn.events.put_nowait(_WAKE)  # type: ignore[arg-type]
+        if self._flow_anchor is None:
+            self._flow_anchor, self._flow_audio = time.monotonic(), 0.0
 
     def _deadline(self) -> float | None:
         if self._owed_since is None:
             return None
-        return self._owed_since + self.receive_timeout
+        silence = self._owed_since + self.receive_timeout
+        if self._flow_anchor is None:
+            return silence
+        return min(silence, self._flow_anchor + self._flow_audio + self.receive_timeout)
 
     def _fail(self, exc: LMNTError) -> NoReturn:
         """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
+        conn = self.conn
+        if self.request_id is None and conn is not None:
+            self.request_id = conn.request_id
         if exc.request_id is None and self.request_id is not None:
             exc.request_id = self.request_id
+        exc.scrub(self.options.api_key)
         if not self.audio_started:
             raise exc
         raise _AfterAudio(exc)
@@ -310,8 +374,9 @@ class Turn:
         whose every flush was answered)."""
         self._eof_sent = False
         self._final_nonce = None
-        self._completed_nonce = 0
+        self._completed_nonce = conn.nonce
         self._owed_since = None
+        self._flow_anchor = None
         while True:
             if self._final_nonce is not None and self._completed_nonce >= self._final_nonce:
                 await self._finish_audio(pipeline)
@@ -326,6 +391,16 @@ class Turn:
                     ):
                         ev = await conn.events.get()
             except TimeoutError:
+                if self._owed_since is not None and time.monotonic() < (
+                    self._owed_since + self.receive_timeout - 0.001
+                ):
+                    self._fail(
+                        LMNTTimeoutError(
+                            f"LMNT audio arrives slower than real time: {self._flow_audio:.2f} s "
+                            f"of audio in {time.monotonic() - (self._flow_anchor or 0):.2f} s "
+                            f"(receive_timeout {self.receive_timeout:g} s)"
+                        )
+                    )
                 what = "audio" if not self.audio_started else "the rest of the audio"
                 self._fail(
                     LMNTTimeoutError(
@@ -333,7 +408,6 @@ class Turn:
                         "was expected"
                     )
                 )
-                return False
             if self.interrupted or ev is _INTERRUPTED:
                 return False
             if ev is _NOTHING_TO_SAY:
@@ -344,26 +418,27 @@ class Turn:
                 if self._eof_sent:
                     self._owed_since = time.monotonic()
                 elif self._owed_since is not None:
-                    self._owed_since = None
+                    self._owed_since = self._flow_anchor = None  # the flush was answered
                 try:
                     pcm = pipeline.feed(ev.data)
                 except AudioDecodeError as exc:
                     self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
+                seconds = len(pcm) / 2 / self.sink.out_rate
+                if self._flow_anchor is not None:
+                    self._flow_audio += seconds
                 if self._timeline is not None:
-                    self._timeline.audio(len(pcm) / 2 / self.sink.out_rate)
+                    self._timeline.audio(seconds)
                 await self._push(pcm)
             elif isinstance(ev, Closed):
                 if self._eof_sent and ev.code == 1000:
                     await self._finish_audio(pipeline)
+                    if not self.audio_started and self.feed.has_words:
+                        # Without this the framework would wait 10 s for a first byte.
+                        self._fail(
+                            LMNTProtocolError("LMNT server ended the stream without any audio")
+                        )
                     return False
-                when = "before any audio" if not self.audio_started else "mid-stream"
-                self._fail(
-                    LMNTConnectionError(
-                        f"LMNT connection closed {when} (code {ev.code}"
-                        + (f": {ev.reason}" if ev.reason else "")
-                        + ")"
-                    )
-                )
+                self._fail(self._closed_error(ev))
             elif isinstance(ev, ErrorFrame):
                 self._fail(error_from_frame(ev, self.options.api_key))
             elif isinstance(ev, ProtocolViolation):
@@ -383,7 +458,17 @@ class Turn:
                 if isinstance(ev, FlushComplete):
                     self._completed_nonce = max(self._completed_nonce, ev.nonce)
                     if not self._eof_sent:
-                        self._owed_since = None
+                        self._owed_since = self._flow_anchor = None
+
+    def _closed_error(self, ev: Closed) -> LMNTError:
+        when = "before any audio" if not self.audio_started else "mid-stream"
+        detail = f"code {ev.code}" + (f": {ev.reason}" if ev.reason else "")
+        if ev.local:
+            return LMNTProtocolError(f"LMNT server broke the WebSocket protocol {when} ({detail})")
+        err = LMNTConnectionError(f"LMNT connection closed {when} ({detail})")
+        if ev.code in _REFUSING_CLOSE_CODES:
+            err.retryable = False  # the server refused this request; it would refuse it again
+        return err
 
     async def _finish_audio(self, pipeline: AudioPipeline) -> None:
         try:

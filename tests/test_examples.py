@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -251,12 +252,8 @@ async def test_options_changed_after_construction_apply_to_the_next_turn(
     assert (second["voice"], second["language"], second["temperature"]) == ("morgan", "de", 0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tts.py: ws_url is a plain attribute copied into the ConnectionPool's settings at "
-    "construction, so assigning it later (1.0.30 read it at every turn) is silently ignored",
-)
 async def test_ws_url_changed_after_construction_is_used(lmnt_server: Any) -> None:
+    """1.0.30 read ``ws_url`` at every turn: assigning it moves the next turn."""
     from videosdk.plugins.lmnt.testing import start_local_server
 
     from track_helpers import speak
@@ -273,13 +270,8 @@ async def test_ws_url_changed_after_construction_is_used(lmnt_server: Any) -> No
     assert [s.text for s in other.sessions if s.texts] == ["Two."]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="tts.py: api_key is a read-only property; 1.0.30 had a plain attribute that code "
-    "could reassign (key rotation)",
-)
 async def test_api_key_can_be_reassigned() -> None:
+    """1.0.30's ``api_key`` was a plain attribute (key rotation); the next turn uses the new one."""
     from videosdk.plugins.lmnt.testing import start_local_server
 
     from track_helpers import speak
@@ -293,3 +285,50 @@ async def test_api_key_can_be_reassigned() -> None:
         await tts.aclose()
         await server.stop()
     assert tts.api_key == "second-key" and len(pcm) > 0
+
+
+# -- docs/local-server.md: the copy-paste test suite works ----------------------------------
+
+
+def _doc_block(path: Path, first_line: str) -> str:
+    """The fenced python block of ``path`` whose first line is ``first_line``."""
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    found = [b for b in blocks if b.startswith(first_line + "\n")]
+    assert len(found) == 1, f"{path.name}: one block starting {first_line!r}"
+    return found[0]
+
+
+DOC_SUITE = _doc_block(ROOT / "docs" / "local-server.md", "# test_speech.py")
+DOC_TESTS = re.findall(r"^async def (test_\w+)\((\w+)\)", DOC_SUITE, flags=re.M)
+
+
+def test_local_server_doc_conftest_names_the_fixture_module() -> None:
+    from videosdk.plugins.lmnt import testing
+
+    conftest = _doc_block(ROOT / "docs" / "local-server.md", "# conftest.py")
+    namespace: dict[str, Any] = {}
+    exec(compile(conftest, "conftest.py", "exec"), namespace)
+    assert namespace["pytest_plugins"] == ["videosdk.plugins.lmnt.testing"]
+    assert {"lmnt_server", "lmnt_tls_server"} <= set(vars(testing))
+    assert len(DOC_TESTS) >= 3
+
+
+@pytest.mark.parametrize(("name", "fixture"), DOC_TESTS, ids=[n for n, _ in DOC_TESTS])
+async def test_local_server_doc_example(name: str, fixture: str) -> None:
+    """Each test of the documented suite, given the server its fixture would give it."""
+    from videosdk.plugins.lmnt.testing import make_tls_contexts, start_local_server
+
+    namespace: dict[str, Any] = {"__name__": "doc_test_speech"}
+    exec(compile(DOC_SUITE, "test_speech.py", "exec"), namespace)
+    if fixture == "lmnt_tls_server":
+        server_ctx, client_ctx = make_tls_contexts()
+        server = await start_local_server(ssl_context=server_ctx)
+        server.client_ssl_context = client_ctx
+    else:
+        assert fixture == "lmnt_server"
+        server = await start_local_server()
+    try:
+        async with asyncio.timeout(5):
+            await namespace[name](server)
+    finally:
+        await server.stop()

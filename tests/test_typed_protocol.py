@@ -221,14 +221,11 @@ async def test_reused_typed_session_ends_each_turn_with_a_flush(
     assert len(lmnt_server.sessions) == 1  # the prewarmed connection served both turns
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="turn.Turn._send restarts the flush nonce at 1 every turn, so a reused typed "
-    "session sees nonce 1 again on turn 2 (the SDKs keep one counter per session)",
-)
 async def test_nonces_keep_increasing_across_turns_of_a_reused_session(
     lmnt_server: LocalLMNTServer,
 ) -> None:
+    """One nonce counter per session, as LMNT's SDKs keep: a reused session never sees a nonce
+    twice, so no acknowledgement can be mistaken for another turn's."""
     async with tapped(lmnt_server) as tap:
         tts = _tts(tap.ws_url, protocol_version="1.2")
         try:
@@ -348,12 +345,6 @@ async def test_server_error_after_audio_is_emitted_with_the_request_id(
     assert "lost the plot" in errors[0] and record.request_id in errors[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the typed 'ready' request id is kept on the connection (connection.py) but "
-    "turn.Turn only copies it when the turn starts, before a fresh connection's 'ready' "
-    "arrived, so errors that are not error frames (protocol, drop, timeout) carry none",
-)
 @pytest.mark.parametrize(
     ("faults", "kind"),
     [
@@ -365,6 +356,8 @@ async def test_server_error_after_audio_is_emitted_with_the_request_id(
 async def test_client_side_errors_carry_the_sessions_request_id(
     lmnt_server: LocalLMNTServer, faults: Faults, kind: type[LMNTError]
 ) -> None:
+    """Errors the client detects itself (not error frames) quote the session's request id too,
+    even on a fresh connection whose ``ready`` arrived after the turn started."""
     lmnt_server.faults = faults
     tts = _tts(lmnt_server.ws_url, protocol_version="1.2", max_retries=0, warm_connection=False)
     tts.audio_track = make_track()

@@ -282,3 +282,66 @@ async def test_off_by_default_and_nothing_is_requested(lmnt_server: LocalLMNTSer
     assert words.events == []
     init = next(s for s in lmnt_server.sessions if s.texts).init
     assert "return_timestamps" not in init and "return_extras" not in init
+
+
+# -- where words are placed: exact on the stream's clock -------------------------------------
+
+PLACEMENT_TEXT = ["Hi there big world.", FlushMarker(), "Yes, and then some more words here."]
+_RESAMPLER_LAG = pytest.mark.xfail(
+    strict=True,
+    reason="turn.Turn._receive advances the word timeline by the PCM the pipeline returned, "
+    "but soxr holds back part of each chunk, so when the wire rate is not the track's rate, "
+    "per-chunk (1.0/1.1) and per-flush (1.2) timings are placed up to ~70 ms early",
+)
+
+
+@pytest.mark.parametrize(
+    ("version", "fmt", "rate", "flushed"),
+    [
+        ("1.0", "pcm_s16le", 24000, False),
+        ("1.1", "pcm_s16le", 24000, False),
+        ("1.2", "pcm_s16le", 24000, True),
+        ("1.2", "pcm_f32le", 8000, False),
+        pytest.param("1.0", "pcm_s16le", 16000, False, marks=_RESAMPLER_LAG),
+        pytest.param("1.1", "pcm_f32le", 8000, False, marks=_RESAMPLER_LAG),
+        pytest.param("1.0", "ulaw", 8000, True, marks=_RESAMPLER_LAG),
+        pytest.param("1.2", "pcm_s16le", 16000, True, marks=_RESAMPLER_LAG),
+    ],
+)
+async def test_words_are_placed_exactly_on_the_stream_clock(
+    lmnt_server: LocalLMNTServer,
+    monkeypatch: pytest.MonkeyPatch,
+    version: str,
+    fmt: str,
+    rate: int,
+    flushed: bool,
+) -> None:
+    """The tone engine puts word *i* at exactly 50 ms x its character offset; the plugin must
+    place it there (to the millisecond) on the turn's audio clock, whatever the wire rate and
+    format, before it waits for playback to reach it.  Deterministic: no real-time track."""
+    import re
+
+    from videosdk.plugins.lmnt import words as words_module
+
+    placed: list[Any] = []
+    add = words_module.WordAnnouncer.add
+
+    def recording_add(self: Any, timed: list[Any]) -> None:
+        placed.extend(timed)
+        add(self, timed)
+
+    monkeypatch.setattr(words_module.WordAnnouncer, "add", recording_add)
+    text = "Hi there big world. Yes, and then some more words here."
+    items = PLACEMENT_TEXT if flushed else [text]
+    tts = _tts(lmnt_server, version, format=fmt, sample_rate=rate)
+    try:
+        await speak(tts, aiter_of(items), track=make_track())
+    finally:
+        await tts.aclose()
+    truth = [(m.group(0), m.start() * 0.05) for m in re.finditer(r"\S+", text)]
+    assert [w.text for w in placed] == [word for word, _ in truth]
+    off = [
+        (w.text, round(1000 * (w.start - start)))
+        for w, (_, start) in zip(placed, truth, strict=True)
+    ]
+    assert all(abs(ms) <= 2 for _, ms in off), off

@@ -287,12 +287,6 @@ async def test_off_by_default_and_nothing_is_requested(lmnt_server: LocalLMNTSer
 # -- where words are placed: exact on the stream's clock -------------------------------------
 
 PLACEMENT_TEXT = ["Hi there big world.", FlushMarker(), "Yes, and then some more words here."]
-_RESAMPLER_LAG = pytest.mark.xfail(
-    strict=True,
-    reason="turn.Turn._receive advances the word timeline by the PCM the pipeline returned, "
-    "but soxr holds back part of each chunk, so when the wire rate is not the track's rate, "
-    "per-chunk (1.0/1.1) and per-flush (1.2) timings are placed up to ~70 ms early",
-)
 
 
 @pytest.mark.parametrize(
@@ -302,10 +296,10 @@ _RESAMPLER_LAG = pytest.mark.xfail(
         ("1.1", "pcm_s16le", 24000, False),
         ("1.2", "pcm_s16le", 24000, True),
         ("1.2", "pcm_f32le", 8000, False),
-        pytest.param("1.0", "pcm_s16le", 16000, False, marks=_RESAMPLER_LAG),
-        pytest.param("1.1", "pcm_f32le", 8000, False, marks=_RESAMPLER_LAG),
-        pytest.param("1.0", "ulaw", 8000, True, marks=_RESAMPLER_LAG),
-        pytest.param("1.2", "pcm_s16le", 16000, True, marks=_RESAMPLER_LAG),
+        pytest.param("1.0", "pcm_s16le", 16000, False),
+        pytest.param("1.1", "pcm_f32le", 8000, False),
+        pytest.param("1.0", "ulaw", 8000, True),
+        pytest.param("1.2", "pcm_s16le", 16000, True),
     ],
 )
 async def test_words_are_placed_exactly_on_the_stream_clock(

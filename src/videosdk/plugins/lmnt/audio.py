@@ -644,6 +644,7 @@ class AudioPipeline:
         self._src_rate: int | None = None
         self._resampler: soxr.ResampleStream | None = None
         self._samples_out = 0
+        self._seconds_decoded = 0.0
         self._finished = False
         self._failure: AudioDecodeError | None = None
 
@@ -662,6 +663,15 @@ class AudioPipeline:
     @property
     def samples_out(self) -> int:
         return self._samples_out
+
+    @property
+    def seconds_decoded(self) -> float:
+        """Seconds of the stream decoded so far, before resampling.
+
+        Where the stream is even while the resampler still holds some output back: what word
+        timings, which are in stream time, must be placed against.
+        """
+        return self._seconds_decoded
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """Decode what can be decoded now; always an even number of bytes, possibly ``b""``."""
@@ -708,6 +718,7 @@ class AudioPipeline:
     def _emit(self, chunks: list[_Chunk], *, last: bool) -> bytes:
         parts: list[bytes] = []
         for rate, pcm in chunks:
+            self._seconds_decoded += len(pcm) / 2 / rate
             if rate != self._src_rate:
                 parts.append(self._drain())
                 self._start(rate)

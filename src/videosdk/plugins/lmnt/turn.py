@@ -215,11 +215,13 @@ class Turn:
                     exc.scrub(self.options.api_key)
                     if self.interrupted:
                         return
-                    if self.audio_started or not exc.retryable or attempt >= self.retry.max_retries:
+                    # A connect or silence timeout already cost its whole budget: retrying would
+                    # multiply the stall the user hears, so timeouts are not retried.
+                    final = self.audio_started or not exc.retryable
+                    final = final or isinstance(exc, LMNTTimeoutError)
+                    if final or attempt >= self.retry.max_retries:
                         grace = self.receive_timeout  # leave the caller's stream usable
                         raise
-                    if isinstance(exc, LMNTTimeoutError) and self.conn is None:
-                        raise  # a connect timeout already cost the whole budget
                     delay = self.retry.delay(attempt)
                     attempt += 1
                     logger.warning(
@@ -419,6 +421,7 @@ class Turn:
                     self._owed_since = time.monotonic()
                 elif self._owed_since is not None:
                     self._owed_since = self._flow_anchor = None  # the flush was answered
+                decoded = pipeline.seconds_decoded
                 try:
                     pcm = pipeline.feed(ev.data)
                 except AudioDecodeError as exc:
@@ -427,7 +430,8 @@ class Turn:
                 if self._flow_anchor is not None:
                     self._flow_audio += seconds
                 if self._timeline is not None:
-                    self._timeline.audio(seconds)
+                    # Stream time, not output length: the resampler holds output back.
+                    self._timeline.audio(pipeline.seconds_decoded - decoded)
                 await self._push(pcm)
             elif isinstance(ev, Closed):
                 if self._eof_sent and ev.code == 1000:

@@ -443,11 +443,6 @@ async def test_voices_of_a_server_by_url_as_json(capsys: pytest.CaptureFixture[s
     assert line.startswith("lmnt-local: cannot list voices at ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/http.py: voice_list does not check X-API-Key, so a server started with "
-    "--api-key lists its voices to anyone (LMNT and speech_bytes answer 401/403)",
-)
 async def test_voices_with_a_wrong_key_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     async with LocalLMNTServer(engine=ToneEngine(), api_keys={"the-right-key"}) as srv:
         args = ["voices", "--url", srv.http_url, "--api-key", "wrong-key-5150"]

@@ -761,6 +761,10 @@ async def test_http_bytes_form_formats_and_errors() -> None:
 async def test_http_voice_list_and_health(server: LocalLMNTServer) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(server.http_url + "/v1/ai/voice/list") as resp:
+            assert resp.status == 401  # LMNT's REST API wants a key here too
+        async with http.get(
+            server.http_url + "/v1/ai/voice/list", headers={"X-API-Key": "any"}
+        ) as resp:
             voices = await resp.json()
         async with http.get(server.http_url + "/health_check") as resp:
             assert resp.status == 200

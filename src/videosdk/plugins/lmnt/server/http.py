@@ -69,7 +69,17 @@ class HttpRoutes:
     async def health_check(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """LMNT's answer to a missing (401) or wrong (403) key on its REST endpoints."""
+        key = request.headers.get("X-API-Key", "")
+        if key_allowed(key, self._api_keys):
+            return None
+        return web.json_response({"error": "Invalid API key"}, status=401 if not key else 403)
+
     async def voice_list(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         owner = request.query.get("owner", "all")
         voices = [v.to_json() for v in self._engine.voices()]
         if owner != "all":
@@ -78,9 +88,10 @@ class HttpRoutes:
 
     async def speech_bytes(self, request: web.Request) -> web.StreamResponse:
         """Stream the whole text's audio with chunked transfer, as it is synthesized."""
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         key = request.headers.get("X-API-Key", "")
-        if not key_allowed(key, self._api_keys):
-            return web.json_response({"error": "Invalid API key"}, status=401 if not key else 403)
         try:
             text, fmt, params = await self._parse(request, key)
             encoder = make_encoder(fmt, params.sample_rate)

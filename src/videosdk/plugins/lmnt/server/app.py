@@ -91,8 +91,13 @@ class LocalLMNTServer:
 
     @property
     def http_url(self) -> str:
-        """``http://127.0.0.1:<port>`` (``https://`` with TLS): the SDKs' base URL."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """``http://127.0.0.1:<port>`` (``https://`` with TLS): the SDKs' base URL.
+
+        A wildcard bind (``0.0.0.0``, ``::``) is reachable on loopback, and a URL to the wildcard
+        address is no address at all, so the URL names loopback then.
+        """
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     @property

@@ -283,6 +283,18 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _quote(msg: Any) -> str:
+    """A bounded rendering of a peer's message for an error text.
+
+    Never raises: the peer's JSON may hold NaN or Infinity, which our own encoder refuses.
+    """
+    try:
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(msg)
+    return _short(text)
+
+
 class ClientDecoder:
     """Turns the frames a client receives into events, validating them on the way.
 
@@ -324,7 +336,7 @@ class ClientDecoder:
                 bool(msg.get("buffer_empty", False)),
                 warning if isinstance(warning, str) else None,
             )
-        return ProtocolViolation(f"unexpected message on legacy stream: {_short(_dumps(msg))}")
+        return ProtocolViolation(f"unexpected message on legacy stream: {_quote(msg)}")
 
     def _typed(self, msg: JSON) -> ClientEvent:
         kind = msg.get("type")
@@ -352,7 +364,7 @@ class ClientDecoder:
             return ErrorFrame(str(err) if err is not None else "unknown error", None, rid)
         if "error" in msg and kind is None:  # legacy-shaped error on a typed socket
             return ErrorFrame(str(msg["error"]), None, rid)
-        return ProtocolViolation(f"unexpected message type {kind!r} from server")
+        return ProtocolViolation(f"unexpected message type {_short(repr(kind))} from server")
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -569,7 +581,7 @@ def decode_client_message(data: str, version: str) -> ClientCommand:
         return Flush()
     if msg.get("eof") is True:
         return Eof()
-    raise InitError(f"unrecognised message: {_short(_dumps(msg))}")
+    raise InitError(f"unrecognised message: {_quote(msg)}")
 
 
 def encode_ready(request_id: str) -> str:

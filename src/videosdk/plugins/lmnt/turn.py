@@ -129,7 +129,7 @@ class TextFeed:
         await self._changed.wait()
         self._changed.clear()
 
-    async def aclose(self, grace: float = 0.0) -> None:
+    async def aclose(self, grace: float = 0.0, abort: asyncio.Event | None = None) -> None:
         """Stop reading.  With ``grace``, a read in progress may finish first.
 
         The caller's generator belongs to the framework: after a failure ``FallbackTTS`` hands
@@ -142,7 +142,14 @@ class TextFeed:
         if task is None or task.done():
             return
         if grace > 0:
-            await asyncio.wait({task}, timeout=grace)
+            waits: set[asyncio.Future[Any]] = {task}
+            stop = None
+            if abort is not None:  # interrupt() must not wait out the grace
+                stop = asyncio.get_running_loop().create_task(abort.wait())
+                waits.add(stop)
+            await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            if stop is not None:
+                stop.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -237,7 +244,7 @@ class Turn:
                     if self.interrupted:
                         return
         finally:
-            await self.feed.aclose(grace)
+            await self.feed.aclose(grace, self._interrupt_event)
 
     async def _acquire(self) -> LMNTConnection | None:
         """A connection, or None if ``interrupt()`` came first (it must not wait for a handshake
@@ -336,11 +343,14 @@ class Turn:
     _owed_since: float | None = None
     _timeline: WordTimeline | None = None
 
-    # Since audio became owed, it must arrive at least as fast as it plays, with
+    # Since audio became owed, it must arrive at a sensible fraction of the speed it plays, with
     # ``receive_timeout`` of slack: a server that drips a few bytes at a time renews "something
-    # arrived" forever, but never keeps up with the listener.
+    # arrived" forever, but never gets anywhere.
     _flow_anchor: float | None = None  # when the flow clock started
     _flow_audio: float = 0.0  # seconds of audio received since then
+    # A server slower than real time is choppy but still speaking; one below this fraction of
+    # real time is dripping, not speaking.
+    MIN_FLOW_RATE = 0.25
 
     def _owe(self, conn: LMNTConnection) -> None:
         if self._owed_since is None:
@@ -355,7 +365,8 @@ class Turn:
         silence = self._owed_since + self.receive_timeout
         if self._flow_anchor is None:
             return silence
-        return min(silence, self._flow_anchor + self._flow_audio + self.receive_timeout)
+        flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
+        return min(silence, flow)
 
     def _fail(self, exc: LMNTError) -> NoReturn:
         """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
@@ -398,7 +409,8 @@ class Turn:
                 ):
                     self._fail(
                         LMNTTimeoutError(
-                            f"LMNT audio arrives slower than real time: {self._flow_audio:.2f} s "
+                            f"LMNT audio arrives far slower than real time: "
+                            f"{self._flow_audio:.2f} s "
                             f"of audio in {time.monotonic() - (self._flow_anchor or 0):.2f} s "
                             f"(receive_timeout {self.receive_timeout:g} s)"
                         )

@@ -985,13 +985,6 @@ async def test_interrupt_during_the_failure_grace_returns_at_once() -> None:
             await tts.aclose()
 
 
-test_interrupt_during_the_failure_grace_returns_at_once = pytest.mark.xfail(
-    strict=True,
-    reason="bug: Turn.run waits up to receive_timeout in feed.aclose(grace) after a failure "
-    "and interrupt() does not cut that wait short (turn.py Turn.run / TextFeed.aclose)",
-)(test_interrupt_during_the_failure_grace_returns_at_once)
-
-
 @pytest.mark.parametrize(
     ("pace", "delay"), [(1.0, 0.2), (0.8, 0.0)], ids=["real time + 0.2 s a sentence", "0.8x"]
 )
@@ -1016,14 +1009,6 @@ async def test_a_server_a_little_slower_than_real_time_is_not_cut_off(
             await tts.aclose()
         assert errors == [], errors
         _assert_tone(b"".join(track.pushes), text)
-
-
-test_a_server_a_little_slower_than_real_time_is_not_cut_off = pytest.mark.xfail(
-    strict=True,
-    reason="bug: the flow deadline demands owed audio at full real time, so a real-time server "
-    "with per-sentence latency (or one at 0.8x) is cut off once its lag exceeds receive_timeout "
-    "(turn.py Turn._deadline)",
-)(test_a_server_a_little_slower_than_real_time_is_not_cut_off)
 
 
 async def test_fallback_invalid_key_cold_legacy_text_already_read_is_lost() -> None:

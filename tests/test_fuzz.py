@@ -160,12 +160,6 @@ def _check_event(event: object, frame: str | bytes) -> None:
 @example(version="1.2", frames=[_dumps({"type": "timestamps", "timestamps": [{"text": "a",
          "start": float("nan"), "duration": 1}]}), _dumps({"type": "flush_complete",
          "nonce": True})])  # fmt: skip
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ClientDecoder raises ValueError on an unexpected legacy message holding "
-    "NaN/Infinity (_legacy quotes it with allow_nan=False), and quotes an unexpected typed "
-    "'type' unbounded into the violation (protocol.py ClientDecoder._legacy/_typed)",
-)
 def test_client_decoder_never_raises(version: str, frames: list[str | bytes]) -> None:
     decoder = ClientDecoder(version)
     for frame in frames:
@@ -236,12 +230,6 @@ def test_parse_init_raises_only_init_errors(data: str | bytes) -> None:
 @settings(max_examples=400, deadline=None)
 @given(data=client_messages, version=st.sampled_from(VERSIONS))
 @example(data='{"x": NaN}', version="1.0")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: decode_client_message raises a bare ValueError, not InitError, for an "
-    "unrecognised message holding NaN/Infinity (it quotes it with allow_nan=False); the server "
-    "then logs an internal error and closes 1011 (protocol.py decode_client_message)",
-)
 def test_decode_client_message_raises_only_init_errors(data: str, version: str) -> None:
     """Only ``InitError`` (a ``ValueError``): the server catches exactly that to answer 1002."""
     try:
@@ -419,12 +407,6 @@ def test_scripted_server_plays_exactly_the_script(rig: _Rig) -> None:
     assert rec.texts == ["hi"] and rec.audio_bytes_sent == 3 and rec.frames_sent == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a command holding NaN makes decode_client_message raise a bare ValueError; the "
-    "server answers 'internal server error', close 1011, and logs a traceback per message "
-    "(protocol.py decode_client_message)",
-)
 def test_server_answers_a_bad_command_as_a_bad_request(rig: _Rig) -> None:
     """Any client garbage is the client's error (1002 + invalid_request), never the server's."""
     import aiohttp

@@ -141,19 +141,21 @@ class TextFeed:
         task = self._task
         if task is None or task.done():
             return
-        if grace > 0:
-            waits: set[asyncio.Future[Any]] = {task}
-            stop = None
-            if abort is not None:  # interrupt() must not wait out the grace
-                stop = asyncio.get_running_loop().create_task(abort.wait())
-                waits.add(stop)
-            await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        stop = None
+        try:
+            if grace > 0:
+                waits: set[asyncio.Future[Any]] = {task}
+                if abort is not None:  # interrupt() must not wait out the grace
+                    stop = asyncio.get_running_loop().create_task(abort.wait())
+                    waits.add(stop)
+                await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # cancelled meanwhile or not, the reader must not outlive the turn
             if stop is not None:
                 stop.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
 
 @dataclass
@@ -255,6 +257,11 @@ class Turn:
         stop = asyncio.get_running_loop().create_task(self._interrupt_event.wait())
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Cancelled just as the connection arrived: hand it back rather than strand it.
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await asyncio.shield(self.pool.release(task.result(), reusable=False))
+            raise
         finally:
             stop.cancel()
             if not task.done():

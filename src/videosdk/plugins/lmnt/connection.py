@@ -55,8 +55,10 @@ class ConnectionSettings:
     close_timeout: float = 1.0
     ssl: ssl.SSLContext | bool = True
     max_message_bytes: int = 4 * 1024 * 1024
-    spare_max_age: float = 50.0
-    heartbeat: float | None = None
+    # A spare older than this is not trusted with a turn.  WebSocket pings (``heartbeat``) find
+    # a dead spare long before that, so in practice this only bounds very long idle periods.
+    spare_max_age: float = 290.0
+    heartbeat: float | None = 20.0
 
 
 def is_loopback(host: str | None) -> bool:

@@ -287,8 +287,6 @@ class Turn:
             return
         self.conn = conn
         conn.turns += 1
-        if self.warm and not self.reuse_session:
-            self.pool.prepare_spare(self.options)
         self.feed.start()  # only now: a failed connect must leave the caller's text unread
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
         self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
@@ -307,6 +305,7 @@ class Turn:
             await self.pool.release(conn, reusable=keep)
             if self.reuse_session and self.warm and not keep:
                 self.pool.prepare_spare(self.options)  # the session died: warm a new one
+            self._warm_next()  # a turn that ended before audio (error, interrupt, no words)
 
     async def _send(self, conn: LMNTConnection) -> None:
         version = self.options.version
@@ -503,13 +502,22 @@ class Turn:
     async def _push(self, pcm: bytes) -> None:
         if not pcm or self.interrupted:
             return
-        if not self.audio_started:
+        first = not self.audio_started
+        if first:
             self.audio_started = True
             await self.sink.on_first_audio()
             if self.interrupted:
                 return
         await self.sink.push(pcm)
         self.pushed_bytes += len(pcm)
+        if first:
+            self._warm_next()
+
+    def _warm_next(self) -> None:
+        """Open the next turn's connection, but only once this turn's first audio is out: its
+        handshake would otherwise compete with this turn's text and first audio."""
+        if self.warm and not self.reuse_session:
+            self.pool.prepare_spare(self.options)
 
     async def _pad(self) -> None:
         """End on a whole 20 ms frame, so no stray bytes stall the track or shift the next turn."""

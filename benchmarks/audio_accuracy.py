@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
+from _common import ensure_package
 
-try:  # run from a checkout without installing; must happen before videosdk is imported
-    version("videosdk-plugins-lmnt")
-except PackageNotFoundError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+ensure_package()
 
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 

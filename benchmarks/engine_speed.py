@@ -16,18 +16,10 @@ import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
-try:
-    import videosdk.plugins.lmnt.server.engines  # noqa: F401
-except ImportError:  # running from a checkout without the package installed
-    _SRC = Path(__file__).resolve().parent.parent / "src"
-    sys.path.insert(0, str(_SRC))
-    # videosdk-agents' own "videosdk" package was imported by the failed attempt and computed
-    # its namespace path without src/: extend it rather than re-importing the framework.
-    _parent = sys.modules.get("videosdk")
-    if _parent is not None and hasattr(_parent, "__path__"):
-        _parent.__path__.append(str(_SRC / "videosdk"))
+from _common import ensure_package
+
+ensure_package()
 
 from videosdk.plugins.lmnt.server.engines import SpeechEngine, ToneEngine
 

@@ -37,17 +37,11 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-try:
-    import videosdk.plugins.lmnt  # noqa: F401
-except ImportError:  # running from a checkout without the package installed
-    _SRC = Path(__file__).resolve().parent.parent / "src"
-    sys.path.insert(0, str(_SRC))
-    _parent = sys.modules.get("videosdk")
-    if _parent is not None and hasattr(_parent, "__path__"):
-        _parent.__path__.append(str(_SRC / "videosdk"))
+from _common import ensure_package
+
+ensure_package()
 
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 from videosdk.agents.tts.tts import FlushMarker

@@ -398,29 +398,15 @@ class Speech:
         return len(self.pcm) / 2 / self.rate
 
 
-def _pieces(text: str, limit: int) -> list[str]:
-    """Exact slices of ``text`` (they join back to it) of at most ``limit`` characters, cut
-    after sentence ends or else after a space: how an agent's chunker streams text."""
-    from .protocol import split_complete_sentences
-
-    sentences, rest = split_complete_sentences(text, keep_whitespace=True)
-    pieces: list[str] = []
-    for sentence in (*sentences, rest):
-        while len(sentence) > limit:
-            cut = sentence.rfind(" ", 1, limit)
-            cut = cut + 1 if cut > 0 else limit
-            pieces.append(sentence[:cut])
-            sentence = sentence[cut:]
-        if sentence:
-            pieces.append(sentence)
-    return pieces
-
-
 def _turns(text: str) -> list[list[str]]:
     """The text as turns of at most ``TURN_CHARS``, each a list of ``CHUNK_CHARS`` pieces."""
     turns: list[list[str]] = [[]]
     size = 0
-    for piece in _pieces(text, CHUNK_CHARS):
+    # Sentences, long ones cut after a space: how an agent's chunker streams text, and the same
+    # cut the local server makes.
+    from .server.config import speech_units
+
+    for piece in speech_units(text, CHUNK_CHARS):
         if size + len(piece) > TURN_CHARS and turns[-1]:
             turns.append([])
             size = 0

@@ -47,7 +47,7 @@ from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt.testing import make_tls_contexts, start_local_server
 
 from audio_helpers import active_span
-from track_helpers import TRACK_RATE, FlushMarker, make_track, speak
+from track_helpers import TRACK_RATE, FlushMarker, free_port, make_track, speak
 
 KEY = "sk-fault-matrix-0123456789abcdef"
 SHORT = "Hello there."
@@ -105,12 +105,6 @@ class RecordingTrack(CustomAudioStreamTrack):  # type: ignore[misc]
     async def add_new_bytes(self, audio_data: bytes) -> None:
         self.pushes.append(audio_data)
         await super().add_new_bytes(audio_data)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _lmnt_tasks() -> list[str]:
@@ -302,7 +296,7 @@ async def _endpoint(case: Case) -> AsyncIterator[tuple[str, dict[str, Any], Any,
     listener: socket.socket | None = None
     try:
         if case.endpoint in ("refused", "blackhole"):
-            port = _free_port()
+            port = free_port()
             if case.endpoint == "blackhole":
                 listener = socket.socket()
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -648,7 +642,7 @@ def _spoken(server: LocalLMNTServer) -> list[str]:
 async def test_refused_then_server_up_is_retried_and_spoken_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     retried = asyncio.Event()
 
     class OnRetry(logging.Handler):

@@ -22,7 +22,7 @@ from videosdk.plugins.lmnt import (
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span, estimate_pitch
-from track_helpers import TRACK_RATE, Drain, FlushMarker, aiter_of, make_track, speak
+from track_helpers import TRACK_RATE, Drain, FlushMarker, aiter_of, free_port, make_track, speak
 
 LONG = "This sentence is long enough to keep the server busy for many seconds of audio. " * 3
 
@@ -45,12 +45,6 @@ def assert_tone_span(pcm: bytes, text: str) -> None:
     joined = ToneEngine().duration_of(text)
     split = ToneEngine().duration_of(text.replace(". ", "."))
     assert split - 0.02 < end - start < joined + 0.02, (end - start, split, joined)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_interrupt_stops_audio_at_once_and_next_turn_works(
@@ -113,7 +107,7 @@ async def test_cancelled_synthesize_reraises_and_cleans_up(lmnt_server: LocalLMN
 
 async def test_connection_refused_raises_fast() -> None:
     tts = _tts(
-        f"ws://127.0.0.1:{_free_port()}/v1/ai/speech/stream", max_retries=1, retry_backoff=0.01
+        f"ws://127.0.0.1:{free_port()}/v1/ai/speech/stream", max_retries=1, retry_backoff=0.01
     )
     tts.audio_track = make_track()
     errors = _errors(tts)
@@ -241,7 +235,7 @@ async def test_malformed_json_is_a_protocol_error(lmnt_server: LocalLMNTServer) 
 
 
 async def test_fallback_tts_speaks_the_same_turn_once(lmnt_server: LocalLMNTServer) -> None:
-    dead = _tts(f"ws://127.0.0.1:{_free_port()}/v1/ai/speech/stream", max_retries=0)
+    dead = _tts(f"ws://127.0.0.1:{free_port()}/v1/ai/speech/stream", max_retries=0)
     good = _tts(lmnt_server.ws_url)
     fallback = FallbackTTS([dead, good], temporary_disable_sec=60)
     text = aiter_of(["Sure.", "Here is the rest.", FlushMarker()])
@@ -270,7 +264,7 @@ async def test_aclose_is_idempotent_and_releases_everything(lmnt_server: LocalLM
 
 
 async def test_prewarm_never_raises_and_is_idempotent(lmnt_server: LocalLMNTServer) -> None:
-    bad = _tts(f"ws://127.0.0.1:{_free_port()}/x")
+    bad = _tts(f"ws://127.0.0.1:{free_port()}/x")
     await bad.prewarm()  # logged, not raised
     await bad.aclose()
     tts = _tts(lmnt_server.ws_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -63,6 +64,13 @@ class Drain:
         return self.pcm
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (connection refused), for failure tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def aiter_of(items: Iterable[Any], delay: float = 0.0) -> AsyncIterator[Any]:
     for item in items:
         if delay:
@@ -88,4 +96,13 @@ async def speak(tts: Any, text: Any, *, timeout: float = 10.0, track: Any = None
     return pcm
 
 
-__all__ = ["FRAME_BYTES", "TRACK_RATE", "Drain", "FlushMarker", "aiter_of", "make_track", "speak"]
+__all__ = [
+    "FRAME_BYTES",
+    "TRACK_RATE",
+    "Drain",
+    "FlushMarker",
+    "aiter_of",
+    "free_port",
+    "make_track",
+    "speak",
+]

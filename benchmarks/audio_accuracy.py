@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
+
+# _common sits beside this script; the script may also be loaded by path (tests/test_soak.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ensure_package
 
 ensure_package()

@@ -16,7 +16,10 @@ import asyncio
 import statistics
 import sys
 import time
+from pathlib import Path
 
+# _common sits beside this script; the script may also be loaded by path (tests/test_soak.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ensure_package
 
 ensure_package()

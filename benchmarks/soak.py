@@ -37,8 +37,11 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+# _common sits beside this script; the script may also be loaded by path (tests/test_soak.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ensure_package
 
 ensure_package()

@@ -24,6 +24,7 @@ from .config import ServerConfig
 from .engines import SpeechEngine, ToneEngine
 from .faults import Faults
 from .http import HttpRoutes, json_errors
+from .playground import add_playground
 from .record import SessionRecord
 from .session import Session
 
@@ -125,6 +126,7 @@ class LocalLMNTServer:
         app = web.Application(middlewares=[json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(self.engine, self.config, self.api_keys).add_to(app)
+        add_playground(app, key_required=self.api_keys is not None)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         sock = _listen(self.host, self._requested_port)

@@ -20,8 +20,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from browser_helpers import chromium_page, find_chromium
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+
+from browser_helpers import chromium_page, find_chromium
 
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(

@@ -323,6 +323,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ws_url, http_url = _reachable_urls(server, args.host)
         print(f"LMNT-compatible server on {ws_url}", flush=True)
         print(f"HTTP endpoints on {http_url}", flush=True)
+        print(f"Playground on {http_url}/", flush=True)
         keys = f"{len(server.api_keys)} API key(s)" if server.api_keys else "any non-empty API key"
         _note(
             f"engine {engine.name}, accepting {keys}; point an agent at it with "

@@ -391,11 +391,11 @@
         ui.rtf.textContent = factor.toFixed(3);
         if (factor > 0) {
           const note = document.createElement("small");
-          note.textContent = `${(1 / factor).toFixed(0)}× faster than real time`;
+          note.textContent = `${(1 / factor).toFixed(0)}× real time`;
           ui.rtf.append(note);
         }
         ui.download.disabled = false;
-        setState("playing", "all received, playing");
+        setState("playing", "playing");
         return;
       }
       if (code === 1000) {
@@ -518,7 +518,7 @@
     ui.snippet.textContent = lines.join("\n");
     const keyLine = KEY_REQUIRED
       ? "export LMNT_API_KEY=<your key>"
-      : "export LMNT_API_KEY=local    # any non-empty key works here";
+      : "export LMNT_API_KEY=local   # any non-empty key works here";
     ui.snippetEnv.textContent = `export LMNT_WS_URL=${wsUrl()}\n${keyLine}`;
     const note = DECODED.has(s.format)
       ? ""

@@ -45,7 +45,10 @@ def _words_js() -> str:
 async def _speak(page: Any, text: str, state: str = "done", timeout: float = 15_000) -> None:
     await page.fill("#text", text)
     await page.click("#speak")
-    await page.wait_for_selector(f"body[data-state={json.dumps(state)}]", timeout=timeout)
+    ends = ", ".join(f"body[data-state={json.dumps(s)}]" for s in {state, "error"})
+    await page.wait_for_selector(ends, state="attached", timeout=timeout)
+    reached = await page.evaluate("document.body.dataset.state")
+    assert reached == state, await page.inner_text("#error")
 
 
 def _same_origin(urls: list[str], server: LocalLMNTServer) -> list[str]:
@@ -249,3 +252,32 @@ async def test_a_server_that_requires_a_key_works_and_the_key_stays_in_the_tab()
         assert KEY not in await page.inner_text("body")
         # Only the refused key produced a console error (the browser logs the 403 itself).
         assert all("403" in e for e in log.errors), log.errors
+
+
+@needs_chromium
+async def test_a_text_beyond_one_frame_is_sent_whole_and_stop_ends_the_turn() -> None:
+    # 70,000 characters: more than the server takes in one message (64 KiB), so the page
+    # must split it; 1 ms of tone per character keeps the audio small, and real-time pacing
+    # keeps the server sending when Stop is pressed.
+    text = " ".join(["word"] * 14_000)
+    engine = ToneEngine(seconds_per_char=0.001)
+    async with (
+        LocalLMNTServer(engine=engine, faults=Faults(pace=1.0)) as srv,
+        chromium_page(CHROMIUM or "") as (page, log),
+    ):
+        await page.goto(srv.http_url + "/")
+        await page.wait_for_selector(".voice")
+        await _speak(page, text, state="playing")
+        await page.wait_for_selector(".word.heard")
+        await page.click("#stop")
+        await page.wait_for_selector('body[data-state="stopped"]', timeout=5000)
+        heard = await page.locator(".word.heard").count()
+        await asyncio.sleep(0.5)  # 0.5 s of playback would highlight ~100 more words
+        assert await page.locator(".word.heard").count() == heard
+        (session,) = srv.sessions
+        await asyncio.wait_for(session.done.wait(), 5)
+        assert session.text == text and len(session.texts) > 1
+        assert session.closed_by == "client"
+        assert await page.is_hidden("#error")
+        assert await page.is_enabled("#download")
+        assert log.errors == []

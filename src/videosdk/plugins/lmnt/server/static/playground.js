@@ -20,6 +20,7 @@
   const VERSION = "1.2"; // typed API; timestamps count from the start of the session
   const STREAM_PATH = "/v1/ai/speech/stream";
   const DECODED = new Set(["pcm_s16le", "pcm_f32le", "ulaw"]);
+  const TEXT_PIECE = 4000; // characters per text message
   const LEAD = 0.08; // seconds of scheduling slack before the first (or an underrun) chunk
   const LANGUAGES = [
     "auto", "ar", "as", "bn", "cs", "da", "de", "en", "es", "fi", "fr", "hi", "id", "it",
@@ -234,6 +235,23 @@
     return new Blob([out.buffer], { type: "audio/wav" });
   }
 
+  // Text in messages well under the server's frame limit (64 KiB by default), cut at spaces
+  // and never inside a surrogate pair: the server joins them back into one text.
+  function textPieces(text, size = TEXT_PIECE) {
+    const pieces = [];
+    let rest = text;
+    while (rest.length > size) {
+      let cut = rest.lastIndexOf(" ", size);
+      if (cut <= 0) cut = size;
+      const code = rest.charCodeAt(cut - 1);
+      if (code >= 0xd800 && code <= 0xdbff) cut -= 1;
+      pieces.push(rest.slice(0, cut));
+      rest = rest.slice(cut);
+    }
+    pieces.push(rest);
+    return pieces;
+  }
+
   // -- one utterance ------------------------------------------------------------------------
 
   class Utterance {
@@ -248,6 +266,7 @@
       this.nextTime = 0;
       this.words = []; // {text, start, duration, el}
       this.heard = 0; // words highlighted so far
+      this.now = null; // the word being heard, if any
       this.startedAt = performance.now();
       this.firstAudioAt = null;
       this.lastAudioAt = null;
@@ -278,7 +297,7 @@
       ws.binaryType = "arraybuffer";
       ws.onopen = () => {
         ws.send(JSON.stringify(init));
-        ws.send(JSON.stringify({ type: "text", text }));
+        for (const piece of textPieces(text)) ws.send(JSON.stringify({ type: "text", text: piece }));
         ws.send(JSON.stringify({ type: "finish" }));
       };
       ws.onmessage = (ev) => {
@@ -372,10 +391,13 @@
         w.el.dataset.heardAt = String(audioCtx.currentTime);
         this.heard += 1;
       }
-      this.words.forEach((w, i) => {
-        const current = i === this.heard - 1 && pos < w.start + Math.max(w.duration, 0.12);
-        w.el.classList.toggle("now", current);
-      });
+      const last = this.words[this.heard - 1];
+      const now = last && pos < last.start + Math.max(last.duration, 0.12) ? last : null;
+      if (now !== this.now) {
+        if (this.now) this.now.el.classList.remove("now");
+        if (now) now.el.classList.add("now");
+        this.now = now;
+      }
       if (this.finished && audioCtx.currentTime >= this.nextTime) {
         this.end("done", "done");
       }

@@ -57,7 +57,7 @@ class PageLog:
 
 @asynccontextmanager
 async def chromium_page(
-    executable: str, *, width: int = 1280, height: int = 900
+    executable: str, *, width: int = 1280, height: int = 900, ignore_https_errors: bool = False
 ) -> AsyncIterator[tuple[Any, PageLog]]:
     """A new page in a freshly launched headless Chromium, and its log."""
     from playwright.async_api import async_playwright
@@ -68,7 +68,9 @@ async def chromium_page(
         )
         try:
             context = await browser.new_context(
-                viewport={"width": width, "height": height}, accept_downloads=True
+                viewport={"width": width, "height": height},
+                accept_downloads=True,
+                ignore_https_errors=ignore_https_errors,  # the tests' throwaway CA
             )
             page = await context.new_page()
             log = PageLog()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+from videosdk.plugins.lmnt.testing import make_tls_contexts
 
 from browser_helpers import chromium_page, find_chromium
 
@@ -208,15 +209,23 @@ async def test_a_server_error_is_reported_clearly() -> None:
         assert await page.is_visible("#error")
         assert log.errors == []
 
+        # An error mid-stream: what was heard stays downloadable.
+        srv.faults = Faults(error_after_bytes=(8192, "lost the plot"))
+        await _speak(page, TEXT, state="error")
+        assert "lost the plot" in await page.inner_text("#error")
+        assert await page.is_enabled("#download")
+
         # The upgrade itself refused: the page says it could not connect.
         srv.faults = Faults(reject_handshake_status=503)
         await _speak(page, TEXT, state="error")
+        log.errors.clear()  # the browser itself logs the refused upgrade
         assert "Could not open the WebSocket" in await page.inner_text("#error")
 
         # And the next turn works again, with the old error cleared.
         srv.faults = Faults()
         await _speak(page, "fine now")
         assert await page.is_hidden("#error")
+        assert log.errors == []
 
 
 @needs_chromium
@@ -280,4 +289,20 @@ async def test_a_text_beyond_one_frame_is_sent_whole_and_stop_ends_the_turn() ->
         assert session.closed_by == "client"
         assert await page.is_hidden("#error")
         assert await page.is_enabled("#download")
+        assert log.errors == []
+
+
+@needs_chromium
+async def test_over_tls_the_page_speaks_over_wss() -> None:
+    server_ctx, _ = make_tls_contexts()
+    async with (
+        LocalLMNTServer(engine=ToneEngine(), ssl_context=server_ctx) as srv,
+        chromium_page(CHROMIUM or "", ignore_https_errors=True) as (page, log),
+    ):
+        await page.goto(srv.http_url + "/")
+        await page.wait_for_selector(".voice")
+        await _speak(page, "secure words")
+        assert srv.ws_url.startswith("wss://")
+        assert f"LMNT_WS_URL={srv.ws_url}" in await page.inner_text("#snippet-env")
+        assert srv.ws_url in log.requests and srv.sessions[0].close_code == 1000
         assert log.errors == []

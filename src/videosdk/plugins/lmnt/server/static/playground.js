@@ -324,8 +324,8 @@
       } else if (msg.type === "error") {
         const err = msg.error || {};
         const what = err.type ? ` (${err.type})` : "";
-        const rid = msg.request_id ? `, request ${msg.request_id}` : "";
-        this.fail(`The server reported an error${what}: ${err.message || "unknown error"}${rid}`);
+        const rid = msg.request_id ? ` (request ${msg.request_id})` : "";
+        this.fail(`The server reported an error${what}: ${err.message || "unknown error"}.${rid}`);
       }
     }
 

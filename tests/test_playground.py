@@ -118,7 +118,7 @@ async def test_speaks_plays_and_highlights_each_word_when_heard() -> None:
         heard = [w["heardAt"] - words[0]["heardAt"] for w in words]
         starts = [w["start"] - words[0]["start"] for w in words]
         assert heard == sorted(heard)
-        assert max(abs(h - s) for h, s in zip(heard, starts, strict=True)) < 0.2, (heard, starts)
+        assert max(abs(h - s) for h, s in zip(heard, starts, strict=True)) < 0.3, (heard, starts)
         assert heard[-1] > 0.4  # 0.7 s of speech between first and last word start
 
         ttfa = await page.inner_text("#ttfa")

@@ -306,3 +306,30 @@ async def test_over_tls_the_page_speaks_over_wss() -> None:
         assert f"LMNT_WS_URL={srv.ws_url}" in await page.inner_text("#snippet-env")
         assert srv.ws_url in log.requests and srv.sessions[0].close_code == 1000
         assert log.errors == []
+
+
+@needs_chromium
+async def test_a_silent_server_is_reported_not_waited_on_forever() -> None:
+    async with (
+        LocalLMNTServer(engine=ToneEngine(), faults=Faults(hang_after_init=True)) as srv,
+        chromium_page(CHROMIUM or "") as (page, log),
+    ):
+        await page.clock.install()  # the page's timers, so 10 s of silence take no 10 s
+        await page.goto(srv.http_url + "/")
+        await page.wait_for_selector(".voice")
+        await page.fill("#text", TEXT)
+        await page.click("#speak")
+        await asyncio.wait_for(_first_session(srv), 5)
+        await page.clock.fast_forward(5_000)
+        assert await page.evaluate("document.body.dataset.state") == "connecting"
+        await page.clock.fast_forward(6_000)
+        await page.wait_for_selector('body[data-state="error"]', state="attached", timeout=5000)
+        assert "sent nothing for 10 s" in await page.inner_text("#error")
+        await asyncio.wait_for(srv.sessions[0].done.wait(), 5)
+        assert srv.sessions[0].closed_by == "client"
+        assert log.errors == []
+
+
+async def _first_session(srv: LocalLMNTServer) -> None:
+    while not srv.sessions or srv.sessions[0].init is None:
+        await asyncio.sleep(0.02)

@@ -21,6 +21,7 @@
   const STREAM_PATH = "/v1/ai/speech/stream";
   const DECODED = new Set(["pcm_s16le", "pcm_f32le", "ulaw"]);
   const TEXT_PIECE = 4000; // characters per text message
+  const STALL_MS = 10_000; // a server silent this long mid-turn is reported, not waited on
   const LEAD = 0.08; // seconds of scheduling slack before the first (or an underrun) chunk
   const LANGUAGES = [
     "auto", "ar", "as", "bn", "cs", "da", "de", "en", "es", "fi", "fr", "hi", "id", "it",
@@ -33,7 +34,7 @@
     rate: $("rate"), speed: $("speed"), speedOut: $("speed-out"), formatNote: $("format-note"),
     speak: $("speak"), stop: $("stop"), download: $("download"), error: $("error"),
     ttfa: $("ttfa"), rtf: $("rtf"), duration: $("duration"), status: $("status"),
-    words: $("words"), request: $("request"), key: $("key"), useKey: $("use-key"),
+    words: $("words"), request: $("request"), key: $("key"),
     keyNote: $("key-note"), snippetEnv: $("snippet-env"), snippet: $("snippet"),
     copy: $("copy"),
   };
@@ -274,6 +275,8 @@
       this.finished = false;
       this.closed = false;
       this.halted = false; // stopped by the page: the close that follows is ours
+      this.opened = false;
+      this.lastHeardFrom = performance.now(); // for the stall watchdog
       this.timer = null;
       this.ws = null;
     }
@@ -296,16 +299,19 @@
       this.ws = ws;
       ws.binaryType = "arraybuffer";
       ws.onopen = () => {
+        this.opened = true;
+        this.lastHeardFrom = performance.now();
         ws.send(JSON.stringify(init));
         for (const piece of textPieces(text)) ws.send(JSON.stringify({ type: "text", text: piece }));
         ws.send(JSON.stringify({ type: "finish" }));
       };
       ws.onmessage = (ev) => {
         if (run !== this) return;
+        this.lastHeardFrom = performance.now();
         if (typeof ev.data === "string") this.onText(ev.data);
         else this.onAudio(new Uint8Array(ev.data));
       };
-      ws.onclose = (ev) => this.onClose(ev.code, ev.reason, ev.wasClean);
+      ws.onclose = (ev) => this.onClose(ev.code, ev.reason);
       this.timer = setInterval(() => this.tick(), 25);
     }
 
@@ -400,10 +406,15 @@
       }
       if (this.finished && audioCtx.currentTime >= this.nextTime) {
         this.end("done", "done");
+      } else if (!this.finished && performance.now() - this.lastHeardFrom > STALL_MS) {
+        this.fail(
+          `The server sent nothing for ${STALL_MS / 1000} s while audio was owed; ` +
+            "gave up on this turn.",
+        );
       }
     }
 
-    onClose(code, reason, wasClean) {
+    onClose(code, reason) {
       this.closed = true;
       if (run !== this || this.errorShown || this.halted) return;
       if (code === 1000 && this.lastAudioAt !== null) {
@@ -423,7 +434,7 @@
       if (code === 1000) {
         return this.fail("The server closed the stream without sending any audio.");
       }
-      if (this.ws && this.firstAudioAt === null && !wasClean && code === 1006 && !this.ready()) {
+      if (!this.opened) {
         return this.fail(
           `Could not open the WebSocket ${wsUrl()}: the server refused the connection or ` +
             "answered the upgrade with an HTTP error.",
@@ -431,10 +442,6 @@
       }
       const why = reason ? `: ${reason}` : "";
       this.fail(`The connection closed unexpectedly (code ${code}${why}).`);
-    }
-
-    ready() {
-      return ui.request.textContent !== "";
     }
 
     fail(message) {

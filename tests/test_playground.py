@@ -157,15 +157,38 @@ async def _read(download: Any) -> bytes:
     return await asyncio.to_thread(Path(path).read_bytes)
 
 
+class _Voice:
+    """A voice as an engine that knows its language lists it (``language``, ISO 639-1)."""
+
+    def __init__(self, voice_id: str, gender: str, language: str) -> None:
+        self.id, self.gender, self.language = voice_id, gender, language
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **{"id": self.id, "name": self.id.title(), "owner": "system", "state": "ready"},
+            **{"type": "instant", "gender": self.gender, "language": self.language},
+        }
+
+
+class _LanguageToneEngine(ToneEngine):
+    def voices(self) -> list[Any]:
+        return [_Voice("hannah", "female", "de"), _Voice("tomas", "male", "es")]
+
+
 @needs_chromium
 async def test_ulaw_is_decoded_in_the_page_and_mp3_is_played_as_pcm() -> None:
-    engine = ToneEngine()
+    engine = _LanguageToneEngine()
     async with (
         LocalLMNTServer(engine=engine) as srv,
         chromium_page(CHROMIUM or "") as (page, log),
     ):
         await page.goto(srv.http_url + "/")
         await page.wait_for_selector(".voice")
+        labels = await page.eval_on_selector_all(".voice", "els => els.map(e => e.innerText)")
+        assert [label.split("\n") for label in labels] == [
+            ["Hannah", "female · de"],
+            ["Tomas", "male · es"],
+        ]
         await page.select_option("#format", "ulaw")
         await page.select_option("#rate", "8000")
         assert await page.is_hidden("#format-note")

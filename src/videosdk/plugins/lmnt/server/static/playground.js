@@ -138,8 +138,15 @@
       showError(`The voice list failed: HTTP ${response.status}.`);
       return;
     }
+    let list;
+    try {
+      list = await response.json();
+    } catch {
+      list = null;
+    }
+    if (!Array.isArray(list)) return showError("The voice list is not a JSON array of voices.");
     clearError();
-    renderVoices(await response.json());
+    renderVoices(list);
   }
 
   // -- audio decoding -----------------------------------------------------------------------
@@ -579,6 +586,9 @@
       ui.keyNote.prepend("This server accepts only its own keys. ");
     }
     ui.speak.addEventListener("click", speak);
+    ui.text.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey) && !ui.speak.disabled) speak();
+    });
     ui.stop.addEventListener("click", stop);
     ui.download.addEventListener("click", download);
     $("key-form").addEventListener("submit", (ev) => {

@@ -10,6 +10,7 @@ from .errors import (
     LMNTConnectionError,
     LMNTError,
     LMNTProtocolError,
+    LMNTRateLimitError,
     LMNTServerError,
     LMNTTimeoutError,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "LMNTConnectionError",
     "LMNTError",
     "LMNTProtocolError",
+    "LMNTRateLimitError",
     "LMNTServerError",
     "LMNTTimeoutError",
     "__version__",

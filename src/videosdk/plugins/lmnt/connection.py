@@ -28,11 +28,13 @@ from .errors import (
     LMNTAuthError,
     LMNTConnectionError,
     LMNTError,
+    LMNTRateLimitError,
     LMNTServerError,
     LMNTTimeoutError,
     redact,
 )
 from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
+from .sending import SendPacer
 
 __all__ = ["Closed", "ConnectionPool", "ConnectionSettings", "LMNTConnection", "is_loopback"]
 
@@ -72,13 +74,25 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a ``Retry-After`` header (the HTTP-date form is not worth a parser here)."""
+    try:
+        value = float(headers.get("Retry-After", "")) if headers else None
+    except (TypeError, ValueError):
+        return None
+    # A turn waiting more than a few seconds is a failed turn anyway: cap what a server asks.
+    return min(value, 5.0) if value is not None and value >= 0 else None
+
+
 def _describe_handshake_error(exc: aiohttp.WSServerHandshakeError, url_host: str) -> LMNTError:
     status = exc.status
     text = f"LMNT handshake with {url_host} was refused with HTTP {status}"
     if status in (401, 403):
         return LMNTAuthError(f"{text}: the API key was rejected", status=status)
     if status == 429:
-        return LMNTServerError(f"{text}: rate limited", status=status, retryable=True)
+        return LMNTRateLimitError(
+            f"{text}: rate limited", status=status, retry_after=_retry_after(exc.headers)
+        )
     if status >= 500:
         return LMNTServerError(f"{text}: server error", status=status, retryable=True)
     if status == 404:
@@ -100,6 +114,9 @@ def error_from_frame(frame: ErrorFrame, api_key: str) -> LMNTError:
     lowered = message.lower()
     if frame.type in ("authentication_error", "permission_error") or "api key" in lowered:
         return LMNTAuthError(text, **kw)
+    # Legacy error frames are bare strings, so the condition is recognised by its words too.
+    if frame.type == "rate_limit_error" or "rate limit" in lowered or "too many" in lowered:
+        return LMNTRateLimitError(text, **kw)
     retryable = frame.type in ("internal_server_error", "rate_limit_error")
     return LMNTServerError(text, retryable=retryable, **kw)
 
@@ -126,6 +143,8 @@ class LMNTConnection:
         self.turns = 0  # turns served: more than one when a typed session is reused
         self.nonce = 0  # the typed API's flush/reset counter: one per session, not per turn
         self.generation = 0  # the pool settings it was opened under
+        self.pacer = SendPacer()  # one per session: servers count messages per session
+        self.text_chars = 0  # characters of text sent on this session (``SESSION_TEXT_BUDGET``)
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="lmnt-reader")
 
     async def _read(self) -> None:

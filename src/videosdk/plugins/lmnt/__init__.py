@@ -3,7 +3,12 @@
 ``from videosdk.plugins.lmnt import LMNTTTS`` is a drop-in replacement for the 1.0.30 plugin;
 ``videosdk.plugins.lmnt.server`` holds the local server and ``videosdk.plugins.lmnt.testing``
 pytest fixtures for it.
+
+``LMNTTTS`` is imported on first use: it pulls in the VideoSDK Agents framework (over a second
+of imports), which ``lmnt-local --version`` or a server-only process should not pay for.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     LMNTAuthError,
@@ -14,8 +19,10 @@ from .errors import (
     LMNTServerError,
     LMNTTimeoutError,
 )
-from .tts import LMNTTTS
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .tts import LMNTTTS
 
 __all__ = [
     "LMNTTTS",
@@ -28,3 +35,11 @@ __all__ = [
     "LMNTTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LMNTTTS":
+        from .tts import LMNTTTS
+
+        return LMNTTTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

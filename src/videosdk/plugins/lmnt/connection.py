@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -36,7 +37,14 @@ from .errors import (
 from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
 from .sending import SendPacer
 
-__all__ = ["Closed", "ConnectionPool", "ConnectionSettings", "LMNTConnection", "is_loopback"]
+__all__ = [
+    "Closed",
+    "ConnectionPool",
+    "ConnectionSettings",
+    "LMNTConnection",
+    "connect_failure_reason",
+    "is_loopback",
+]
 
 logger = logging.getLogger("videosdk.plugins.lmnt")
 
@@ -72,6 +80,28 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def connect_failure_reason(exc: BaseException) -> str:
+    """Why a connection could not be made, in words a user can act on.
+
+    aiohttp's own text names its connection key ("Cannot connect to host h:p ssl:default
+    [Connect call failed ...]"), which reads as a TLS problem even for a plain ``ws://`` URL;
+    the operating system's reason ("Connection refused", "Name or service not known") is what
+    the user needs, and the caller already names the URL.
+    """
+    os_error = getattr(exc, "os_error", None)
+    if os_error is None and isinstance(exc, OSError):
+        os_error = exc
+    if isinstance(os_error, OSError):
+        if os_error.errno is not None and os_error.errno > 0:
+            with contextlib.suppress(ValueError):
+                return os.strerror(os_error.errno)
+        if os_error.strerror:
+            return os_error.strerror
+        if str(os_error):
+            return str(os_error)
+    return str(exc) or type(exc).__name__
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -304,7 +334,7 @@ class ConnectionPool:
             err.retryable = False  # retrying will not make the certificate trusted
             raise err from None
         except (aiohttp.ClientError, OSError) as exc:
-            detail = redact(str(exc) or type(exc).__name__, options.api_key)
+            detail = redact(connect_failure_reason(exc), options.api_key)
             raise LMNTConnectionError(
                 f"could not connect to LMNT at {self._display}: {detail}"
             ) from None

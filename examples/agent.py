@@ -18,7 +18,7 @@ Environment:
 
 Run against the local LMNT-compatible server (offline speech by espeak-ng, no LMNT account):
 
-    pip install "videosdk-plugins-lmnt[local]"
+    pip install ".[local]"                    # in a checkout of this repository
     lmnt-local serve --port 8765 &
     export LMNT_WS_URL=ws://127.0.0.1:8765/v1/ai/speech/stream LMNT_API_KEY=local
     export VIDEOSDK_AUTH_TOKEN=...            # from https://app.videosdk.live

@@ -9,7 +9,9 @@ codes, signals and start-up time are the point.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
+import ipaddress
 import os
 import re
 import shutil
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,3 +277,107 @@ def test_readme_says_how_long_the_benchmarks_take() -> None:
     before, _, _ = readme.partition("python benchmarks/latency.py")
     paragraph = before.rsplit("\n\n", 2)[-2]
     assert re.search(r"\d+ minutes", paragraph), paragraph
+
+
+# -- examples/agent.py: the real cause, in one line ---------------------------------------------
+
+
+def _load_agent_example() -> Any:
+    spec = importlib.util.spec_from_file_location("examples_agent_fc", ROOT / "examples/agent.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _is_loopback(host: Any) -> bool:
+    if host in ("localhost", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """No traffic leaves the machine: DNS lookups and connections to anything but loopback
+    fail as they would with no network (and are recorded)."""
+    refused: list[Any] = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            refused.append(address)
+            raise OSError(f"test: network access to {address!r} refused")
+        return real_connect(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(host):
+            refused.append(host)
+            raise OSError(f"test: DNS lookup of {host!r} refused")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for name in ("VIDEOSDK_AUTH_TOKEN", "VIDEOSDK_API_KEY", "VIDEOSDK_SECRET_KEY",
+                 "VIDEOSDK_ROOM_ID"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VIDEOSDK_AUTH_TOKEN", "not-a-real-token")
+    monkeypatch.setenv("LMNT_API_KEY", "local")
+    return refused
+
+
+def test_agent_example_says_the_room_could_not_be_created(
+    offline: list[Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the agent started without a room and its greeting failed in the TTS, so the
+    ERROR lines said "LMNT: no audio track is set"; exit 0."""
+    agent = _load_agent_example()
+    assert agent.main() == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line == (
+        "agent.py: could not create a VideoSDK room: "
+        "the VideoSDK API cannot be reached (no network?)"
+    )
+    assert offline == ["api.videosdk.live"]  # the one lookup, refused here
+    assert not [r for r in caplog.records if "LMNT" in r.getMessage() and r.levelno >= 30]
+
+
+def test_agent_example_room_failure_causes_in_words() -> None:
+    import requests
+
+    agent = _load_agent_example()
+    for status, words in [(401, "VIDEOSDK_AUTH_TOKEN"), (500, "HTTP 500")]:
+        response = requests.Response()
+        response.status_code = status
+        wrapped = RuntimeError("Failed to create room: a long urllib3 message")
+        wrapped.__cause__ = requests.HTTPError(response=response)
+        assert words in agent._room_failure(wrapped)
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("http://127.0.0.1:1/v1", 2, "ws_url must be a ws:// or wss:// URL"),
+        ("ws://192.0.2.1:8765/v1/ai/speech/stream", 2, "plain ws://"),  # refused, not dialled
+        ("ws://127.0.0.1:{port}/v1/ai/speech/stream", 1, "nothing answers at LMNT_WS_URL"),
+    ],
+)
+def test_agent_example_names_a_bad_lmnt_ws_url(
+    url: str,
+    code: int,
+    message: str,
+    offline: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: a traceback out of ``make_tts()`` (malformed URL), or an agent that joined the
+    room and stayed mute (nothing listening)."""
+    monkeypatch.setenv("LMNT_WS_URL", url.format(port=_closed_port()))
+    agent = _load_agent_example()
+    assert agent.main() == code
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("agent.py: ") and message in line, line
+    assert offline == []  # stopped before any room was asked for

@@ -279,7 +279,7 @@ async def test_a_rate_limited_turn_is_retried_later_without_a_burst(
     error = json.dumps({"type": "error", "error": {"type": "rate_limit_error",
                                                     "message": "rate limit exceeded"}})  # fmt: skip
     server = await start_local_server(
-        faults=Faults(script=(error,), script_after="text", close_code=1008)
+        engine=FAST_TONE, faults=Faults(script=(error,), script_after="text", close_code=1008)
     )
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url, protocol_version="1.1",
                   warm_connection=False, retry_backoff=0.01)  # fmt: skip

@@ -145,7 +145,8 @@ def error_from_frame(frame: ErrorFrame, api_key: str) -> LMNTError:
     if frame.type in ("authentication_error", "permission_error") or "api key" in lowered:
         return LMNTAuthError(text, **kw)
     # Legacy error frames are bare strings, so the condition is recognised by its words too.
-    if frame.type == "rate_limit_error" or "rate limit" in lowered or "too many" in lowered:
+    said = "rate limit" in lowered or "too many requests" in lowered
+    if frame.type == "rate_limit_error" or said:
         return LMNTRateLimitError(text, **kw)
     retryable = frame.type in ("internal_server_error", "rate_limit_error")
     return LMNTServerError(text, retryable=retryable, **kw)

@@ -314,7 +314,9 @@ class Turn:
         if self._rate_limited:
             # This server counts stricter than our pacing: no burst, and half the rate for
             # every refusal so far (the text already pulled is resent coalesced, not as sent).
-            conn.pacer = SendPacer(MESSAGES_PER_SECOND / 2**self._rate_limited, burst=1)
+            # Two messages a second still carry 4 000 characters: far ahead of any speech.
+            rate = max(2.0, MESSAGES_PER_SECOND / 2**self._rate_limited)
+            conn.pacer = SendPacer(rate, burst=1)
         self.feed.start()  # only now: a failed connect must leave the caller's text unread
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
         if self._continuing and self._timeline is not None:

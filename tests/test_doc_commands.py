@@ -73,7 +73,9 @@ def _words(command: str) -> list[str]:
         for word in lexer:
             if word in _STOP or word.startswith(("|", "&", ";", "<", ">")) or word == "`":
                 break
-            words.append(word.rstrip(")") or word)  # "(see: lmnt-local say --help)"
+            words.append(word.rstrip(")") or word)
+            if word.endswith(")"):  # "(see: lmnt-local say --help)": prose goes on after it
+                break
     except ValueError:  # an unclosed quote: the end of a string literal around the command
         if command and command[-1] in "\"'":
             return _words(command[:-1])

@@ -335,7 +335,15 @@ def test_agent_example_says_the_room_could_not_be_created(
     """Before: the agent started without a room and its greeting failed in the TTS, so the
     ERROR lines said "LMNT: no audio track is set"; exit 0."""
     agent = _load_agent_example()
-    assert agent.main() == 1
+    # JobContext() takes the thread's current loop, which a script's main thread has; earlier
+    # async tests leave this thread without one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        assert agent.main() == 1
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     line = _one_line(capsys.readouterr().err)
     assert line == (
         "agent.py: could not create a VideoSDK room: "

@@ -87,7 +87,8 @@ def _assert_whole_chapter(server: Any, pcm_seconds: float, text: str, exact: boo
         assert abs(len(words(sent)) - len(words(text))) < 0.01 * len(words(text))
     expected = FAST_TONE.duration_of(sent)
     assert expected > 60
-    assert -1e-6 < pcm_seconds - expected < 0.02 * len(spoken) + 1e-6, (pcm_seconds, expected)
+    # No padding between the sessions of a turn: one 20 ms frame at most, at its very end.
+    assert -1e-6 < pcm_seconds - expected < 0.02 + 1e-6, (pcm_seconds, expected)
 
 
 # -- the send path, piece by piece -----------------------------------------------------------
@@ -309,3 +310,50 @@ async def test_a_rate_limited_turn_is_retried_later_without_a_burst(
     assert words(second.text) == words(" ".join(text))
     # Resent coalesced: a few large messages, not the 300 sentences the caller streamed.
     assert second.commands.count("text") <= len(second.text) // (MAX_MESSAGE_CHARS // 2) + 2
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+async def test_word_times_run_on_across_the_sessions_of_a_turn(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn split over several sessions is one stream to the listener: word *i* is at
+    exactly its character offset x the tone's time per character, in every session (1.2's
+    cumulative timestamps restart with each session)."""
+    import re
+
+    from videosdk.plugins.lmnt import turn as turn_module
+    from videosdk.plugins.lmnt import words as words_module
+
+    monkeypatch.setattr(turn_module, "SESSION_TEXT_BUDGET", 300)  # many sessions, quickly
+    monkeypatch.setattr(turn_module, "MAX_MESSAGE_CHARS", 100)
+    placed: list[Any] = []
+    add = words_module.WordAnnouncer.add
+
+    def recording_add(self: Any, timed: list[Any]) -> None:
+        placed.extend(timed)
+        add(self, timed)
+
+    monkeypatch.setattr(words_module.WordAnnouncer, "add", recording_add)
+    items = sentences(chapter()[:2000])
+    server = await start_local_server(engine=FAST_TONE)
+    tts = LMNTTTS(api_key="k", ws_url=server.ws_url, protocol_version=version,
+                  word_timestamps=True, sample_rate=16000)  # fmt: skip
+    track = make_track()
+    tts.audio_track = track
+    drain = Drain(track)
+    try:
+        async with asyncio.timeout(20):
+            await tts.synthesize(aiter_of([*items, FlushMarker()]))
+    finally:
+        await drain.stop()
+        await tts.aclose()
+        await server.stop()
+    spoken = _spoken_sessions(server)
+    assert len(spoken) >= 6 and all(len(s.text) <= 300 for s in spoken)
+    sent = "".join(s.text for s in spoken)
+    truth = [
+        (m.group(0), m.start() * FAST_TONE.seconds_per_char) for m in re.finditer(r"\S+", sent)
+    ]
+    assert [w.text for w in placed] == [word for word, _ in truth]
+    worst = max(abs(w.start - start) for w, (_, start) in zip(placed, truth, strict=True))
+    assert worst < 0.001, worst

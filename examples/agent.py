@@ -18,7 +18,7 @@ Environment:
 
 Run against the local LMNT-compatible server (offline speech by espeak-ng, no LMNT account):
 
-    pip install "videosdk-plugins-lmnt[local]"
+    pip install ".[local]"                    # in a checkout of this repository
     lmnt-local serve --port 8765 &
     export LMNT_WS_URL=ws://127.0.0.1:8765/v1/ai/speech/stream LMNT_API_KEY=local
     export VIDEOSDK_AUTH_TOKEN=...            # from https://app.videosdk.live
@@ -27,13 +27,22 @@ Run against the local LMNT-compatible server (offline speech by espeak-ng, no LM
 ``ws://`` is accepted only for loopback hosts; for another machine use ``wss://`` (or pass
 ``allow_insecure=True`` knowingly).  To try the plugin with no account at all, see
 ``examples/offline_conversation.py``.
+
+Before joining, it checks what it can and stops with one line naming the cause (exit 2 for a
+setting that cannot work, 1 for a service it cannot reach): missing credentials, an
+``LMNT_WS_URL`` that is malformed or has nothing listening, a room that cannot be created.
+Left to the framework, a room that cannot be created still starts the agent, without a room,
+and its greeting then fails in the TTS ("no audio track is set"), which blames the wrong part.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from videosdk.agents import Agent, AgentSession, JobContext, Pipeline, RoomOptions, WorkerJob
 
@@ -70,7 +79,57 @@ def make_tts() -> LMNTTTS:
     )  # key from LMNT_API_KEY, endpoint from LMNT_WS_URL (else LMNT's own)
 
 
+class SetupError(Exception):
+    """A cause the user can fix, reported as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _room_failure(exc: BaseException) -> str:
+    """The cause of a failed room creation in a few words (the framework wraps the HTTP
+    library's multi-clause message)."""
+    cause = exc.__cause__ or exc
+    response = getattr(cause, "response", None)
+    status = getattr(response, "status_code", None)
+    if status in (401, 403):
+        return f"HTTP {status}: the VideoSDK token was refused; check VIDEOSDK_AUTH_TOKEN"
+    if status is not None:
+        return f"HTTP {status} from the VideoSDK API"
+    if type(cause).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout"):
+        return "the VideoSDK API cannot be reached (no network?)"
+    return " ".join(str(cause).split())[:200] or type(cause).__name__
+
+
+async def ensure_room(ctx: JobContext) -> None:
+    """Create the room now unless VIDEOSDK_ROOM_ID names one, so a failure stops the agent."""
+    if ctx.room_options.room_id:
+        return
+    try:
+        ctx.room_options.room_id = await asyncio.to_thread(ctx.get_room_id)
+    except Exception as exc:
+        raise SetupError(f"could not create a VideoSDK room: {_room_failure(exc)}") from None
+
+
+def check_lmnt_endpoint(url: str, timeout: float = 3.0) -> None:
+    """Something must listen at ``LMNT_WS_URL``: a local server that was not started would
+    otherwise show up only as a mute agent and TTS errors once someone talks to it."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise SetupError(
+            f"nothing answers at LMNT_WS_URL {url} ({reason}); start the server "
+            "(lmnt-local serve --port 8765) or fix the URL"
+        ) from None
+
+
 async def entrypoint(ctx: JobContext) -> None:
+    await ensure_room(ctx)
     # The gateway clients read the VideoSDK token when they are built, so build them here.
     from videosdk.agents.inference import LLM, STT
 
@@ -110,8 +169,19 @@ def main() -> int:
     if missing:
         print("agent.py: set " + "; ".join(missing), file=sys.stderr)
         return 2
-    make_tts()  # fail now, with the plugin's own message, on a bad LMNT_WS_URL or option
-    WorkerJob(entrypoint=entrypoint, jobctx=make_context).start()
+    try:
+        tts = make_tts()  # the plugin's own checks of LMNT_WS_URL and the options
+    except ValueError as exc:
+        where = " (LMNT_WS_URL)" if os.getenv("LMNT_WS_URL") and "ws_url" in str(exc) else ""
+        print(f"agent.py: {exc}{where}", file=sys.stderr)
+        return 2
+    try:
+        if os.getenv("LMNT_WS_URL"):
+            check_lmnt_endpoint(tts.ws_url)
+        WorkerJob(entrypoint=entrypoint, jobctx=make_context).start()
+    except SetupError as exc:
+        print(f"agent.py: {exc}", file=sys.stderr)
+        return exc.code
     return 0
 
 

@@ -145,8 +145,8 @@ class Recorder:
 
 
 def pick_engine(name: str) -> SpeechEngine:
-    """espeak-ng speech when it is installed (``pip install 'videosdk-plugins-lmnt[local]'``),
-    else the 440 Hz test tone."""
+    """espeak-ng speech when it is installed (the ``local`` extra: ``pip install ".[local]"``
+    in a checkout), else the 440 Hz test tone."""
     if name == "tone":
         return ToneEngine()
     from videosdk.plugins.lmnt.server.espeak import EspeakEngine

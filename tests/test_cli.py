@@ -258,7 +258,8 @@ async def test_text_beyond_one_turn_is_spoken_in_several(
         assert await asyncio.to_thread(main, args) == 0
         sessions = srv.sessions
     assert len(sessions) == 2
-    assert all(max(map(len, s.texts)) <= 15 and len(s.text) <= 40 for s in sessions)
+    # Within a turn the plugin coalesces the pieces (see sending.py): the turn is the bound.
+    assert all(len(s.text) <= 40 for s in sessions)
     assert "".join(s.text for s in sessions) == text
     start, end = active_span(_read_wav(out), RATE)
     # Each turn ends on a whole 20 ms frame, so a turn boundary may add up to one frame.

@@ -108,7 +108,7 @@ def test_missing_library_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # import raises ImportError
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert not EspeakEngine.available()
-    with pytest.raises(RuntimeError, match=r"videosdk-plugins-lmnt\[local\]"):
+    with pytest.raises(RuntimeError, match=r"pip install 'espeakng-loader"):
         espeak._locate_library()
 
 

@@ -40,6 +40,7 @@ from videosdk.plugins.lmnt import (
     LMNTConnectionError,
     LMNTError,
     LMNTProtocolError,
+    LMNTRateLimitError,
     LMNTServerError,
     LMNTTimeoutError,
 )
@@ -222,8 +223,9 @@ CASES = [
        endpoint="tls"),
     _c("handshake 401", Faults(reject_handshake_status=401), error=LMNTAuthError, match="401"),
     _c("handshake 403", Faults(reject_handshake_status=403), error=LMNTAuthError, match="403"),
-    _c("handshake 429", Faults(reject_handshake_status=429), error=LMNTServerError,
-       match="rate limited", attempts=3),
+    # Retried after the server's ``retry-after: 1``, twice: about 2 s.
+    _c("handshake 429", Faults(reject_handshake_status=429), error=LMNTRateLimitError,
+       match="rate limited", attempts=3, bound=3.5),
     _c("handshake 500", Faults(reject_handshake_status=500), error=LMNTServerError,
        match="500", attempts=3),
     _c("handshake 503", Faults(reject_handshake_status=503), error=LMNTServerError,

@@ -3,18 +3,26 @@
 ``from videosdk.plugins.lmnt import LMNTTTS`` is a drop-in replacement for the 1.0.30 plugin;
 ``videosdk.plugins.lmnt.server`` holds the local server and ``videosdk.plugins.lmnt.testing``
 pytest fixtures for it.
+
+``LMNTTTS`` is imported on first use: it pulls in the VideoSDK Agents framework (over a second
+of imports), which ``lmnt-local --version`` or a server-only process should not pay for.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     LMNTAuthError,
     LMNTConnectionError,
     LMNTError,
     LMNTProtocolError,
+    LMNTRateLimitError,
     LMNTServerError,
     LMNTTimeoutError,
 )
-from .tts import LMNTTTS
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .tts import LMNTTTS
 
 __all__ = [
     "LMNTTTS",
@@ -22,7 +30,16 @@ __all__ = [
     "LMNTConnectionError",
     "LMNTError",
     "LMNTProtocolError",
+    "LMNTRateLimitError",
     "LMNTServerError",
     "LMNTTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LMNTTTS":
+        from .tts import LMNTTTS
+
+        return LMNTTTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,7 @@ import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from .protocol import FORMATS, LEGACY_VERSION, SAMPLE_RATES, STREAM_PATH, TYPED_VERSIONS
@@ -102,8 +102,19 @@ def _base_url(value: str) -> str:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, as every other failure of ``lmnt-local`` is.
+
+    argparse's default prints the whole usage block (7 lines for ``say``) before the message;
+    the message plus where to find the usage is what a user needs.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lmnt-local",
         description="Local LMNT-compatible server and LMNT speech tools (no key, no network).",
         epilog="Exit codes: 0 ok, 1 failure (server, network, key, file), 2 bad command line, "
@@ -112,7 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     # -v also after the command; SUPPRESS keeps a subcommand from resetting a -v given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at debug level"
     )
@@ -267,10 +278,32 @@ def _engine(name: str, quiet: bool = False) -> Any:
             raise CLIError(str(exc)) from None
     if not quiet:
         _note(
-            "espeak-ng is not installed, using the 440 Hz tone engine "
-            "(pip install 'videosdk-plugins-lmnt[local]' for speech)"
+            "espeak-ng is not installed, using the 440 Hz tone engine; for speech, "
+            "install the 'local' extra: pip install 'espeakng-loader>=0.2.4,<0.3'"
         )
     return ToneEngine()
+
+
+def _tls_reason(exc: BaseException, args: argparse.Namespace) -> str:
+    """Say which file is wrong and how: OpenSSL says "[SSL] PEM lib" for most of it."""
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+        return f"{args.tls_key} is not the private key of the certificate in {args.tls_cert}"
+    if not isinstance(exc, ssl.SSLError):
+        return _reason(exc)
+
+    def pem(path: str) -> str:
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    if "-----BEGIN CERTIFICATE-----" not in pem(args.tls_cert):
+        return f"{args.tls_cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if "PRIVATE KEY-----" not in pem(args.tls_key):
+        return f"{args.tls_key} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+    if "ENCRYPTED" in pem(args.tls_key):
+        return f"{args.tls_key} is encrypted; give an unencrypted key"
+    return f"{args.tls_cert} or {args.tls_key} could not be read as PEM ({_reason(exc)})"
 
 
 def _note(message: str) -> None:
@@ -299,7 +332,7 @@ async def _serve(args: argparse.Namespace) -> int:
         try:
             ctx.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            raise CLIError(f"cannot load --tls-cert/--tls-key: {_reason(exc)}") from None
+            raise CLIError(f"cannot load --tls-cert/--tls-key: {_tls_reason(exc, args)}") from None
     engine = _engine(args.engine)
     server = LocalLMNTServer(
         engine=engine,
@@ -357,7 +390,8 @@ class _Progress:
 
     def start(self, text: str, where: str) -> None:
         words = len(text.split())
-        self._line(f"speaking {len(text):,} characters ({words:,} words) via {where}")
+        noun = "word" if words == 1 else "words"
+        self._line(f"speaking {len(text):,} characters ({words:,} {noun}) via {where}")
 
     def first_audio(self, seconds: float) -> None:
         if not self.interactive:
@@ -643,7 +677,7 @@ async def _endpoint(target: _Target, engine: str | None, quiet: bool) -> AsyncIt
 
 def _describe(exc: Exception, target: _Target) -> CLIError:
     """One line that says what to fix; never the key (the plugin's errors are redacted)."""
-    from .errors import LMNTAuthError, LMNTConnectionError
+    from .errors import LMNTAuthError, LMNTConnectionError, LMNTServerError
 
     if isinstance(exc, LMNTAuthError):
         detail = exc.server_message or exc.message
@@ -655,9 +689,52 @@ def _describe(exc: Exception, target: _Target) -> CLIError:
         return CLIError(f"the server refused the API key ({detail}); {hint}")
     if isinstance(exc, LMNTConnectionError):
         return CLIError(_as_flags(exc.message))  # names the URL and the reason
+    if isinstance(exc, LMNTServerError) and not exc.retryable and _refused_option(exc):
+        # The server validates what the plugin cannot know (its languages, models...): a
+        # refused option is a command line that cannot work, as the plugin's own checks say.
+        return CLIError(f"the server refused an option: {exc.server_message}", EXIT_USAGE)
     if isinstance(exc, ValueError):  # LMNTTTS's checks of options the parser lets through
         return CLIError(_as_flags(str(exc)), EXIT_USAGE)
     return CLIError(str(exc))
+
+
+#: Init fields a server names when it refuses one ("language: Input should be ...", as LMNT's
+#: validation errors read); each is a command-line option of ``say``.
+_OPTION_FIELDS = ("voice", "language", "model", "format", "sample_rate")
+
+
+def _refused_option(exc: Any) -> bool:
+    if exc.error_type == "invalid_request_error":
+        return True
+    message = (exc.server_message or "").strip()
+    return any(message.startswith(f"{name}:") for name in _OPTION_FIELDS)
+
+
+async def _check_voice(args: argparse.Namespace, url: str, key: str) -> None:
+    """Refuse a ``--voice`` the server does not list, before speaking (a mistyped voice is
+    otherwise spoken in a default voice, silently).
+
+    The list is the server's own ``GET /v1/ai/voice/list``, so engines with other voices and
+    other servers are judged by what they offer.  A server without that endpoint, or one that
+    refuses the key there, is not second-guessed; nor is a remote ``ws://`` one, where the key
+    must not travel in clear text unless the user said so.
+    """
+    from .connection import is_loopback
+
+    parts = urlsplit(url)
+    if parts.scheme == "ws" and not is_loopback(parts.hostname) and not args.allow_insecure:
+        return
+    try:
+        voices = await _fetch_voices(url, key, args.ca_file, wait=3.0)
+    except CLIError as exc:
+        log.debug("not checking --voice: %s", exc)
+        return
+    ids = [str(v["id"]) for v in voices if isinstance(v.get("id"), str)]
+    if ids and args.voice.casefold() not in {i.casefold() for i in ids}:
+        raise CLIError(
+            f"unknown voice {args.voice!r}; this server's voices are: {', '.join(ids)}",
+            EXIT_USAGE,
+        )
 
 
 #: The plugin's hints name Python keywords; on the command line they are flags.
@@ -710,6 +787,7 @@ async def _say_text(args: argparse.Namespace) -> int:
     output = _Output(args.output)  # before speaking: an unwritable path fails at once
     try:
         async with _endpoint(target, args.engine, quiet) as url:
+            await _check_voice(args, url, target.key)
             if progress is not None:
                 progress.start(text, url if target.url else "the embedded local server")
             try:
@@ -752,7 +830,9 @@ def _http_base(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
-async def _fetch_voices(base: str, api_key: str, ca_file: str | None) -> list[dict[str, Any]]:
+async def _fetch_voices(
+    base: str, api_key: str, ca_file: str | None, wait: float = 10.0
+) -> list[dict[str, Any]]:
     import aiohttp
 
     ssl_ctx: ssl.SSLContext | bool = True
@@ -762,10 +842,9 @@ async def _fetch_voices(base: str, api_key: str, ca_file: str | None) -> list[di
         except (OSError, ssl.SSLError) as exc:
             raise CLIError(f"cannot load --ca-file {ca_file}: {_reason(exc)}", EXIT_USAGE) from None
     url = f"{_http_base(base)}/v1/ai/voice/list"
-    timeout = aiohttp.ClientTimeout(total=10)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait)) as session,
             session.get(url, headers={"X-API-Key": api_key}, ssl=ssl_ctx) as resp,
         ):
             if resp.status in (401, 403):
@@ -779,7 +858,7 @@ async def _fetch_voices(base: str, api_key: str, ca_file: str | None) -> list[di
     except aiohttp.ClientError as exc:
         raise CLIError(f"cannot list voices at {url}: {_reason(exc)}") from None
     except TimeoutError:
-        raise CLIError(f"cannot list voices at {url}: no answer within 10 s") from None
+        raise CLIError(f"cannot list voices at {url}: no answer within {wait:g} s") from None
     except ValueError:
         raise CLIError(f"{url} did not answer with JSON") from None
     if not isinstance(data, list):
@@ -819,6 +898,10 @@ async def _voices(args: argparse.Namespace) -> int:
 
 def _reason(exc: BaseException) -> str:
     """The useful part of an OS/library error, without errno noise or reprs."""
+    if getattr(exc, "os_error", None) is not None:  # aiohttp's "Cannot connect to host ..."
+        from .connection import connect_failure_reason
+
+        return connect_failure_reason(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
@@ -854,6 +937,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _note(str(exc))
         return exc.code
     except KeyboardInterrupt:
+        _note("interrupted")  # no WAV was written (see _Output)
         return EXIT_INTERRUPTED
     except asyncio.CancelledError:  # SIGTERM during say (see _terminate_cancels)
         return EXIT_TERMINATED

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -28,13 +29,22 @@ from .errors import (
     LMNTAuthError,
     LMNTConnectionError,
     LMNTError,
+    LMNTRateLimitError,
     LMNTServerError,
     LMNTTimeoutError,
     redact,
 )
 from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
+from .sending import SendPacer
 
-__all__ = ["Closed", "ConnectionPool", "ConnectionSettings", "LMNTConnection", "is_loopback"]
+__all__ = [
+    "Closed",
+    "ConnectionPool",
+    "ConnectionSettings",
+    "LMNTConnection",
+    "connect_failure_reason",
+    "is_loopback",
+]
 
 logger = logging.getLogger("videosdk.plugins.lmnt")
 
@@ -72,13 +82,47 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def connect_failure_reason(exc: BaseException) -> str:
+    """Why a connection could not be made, in words a user can act on.
+
+    aiohttp's own text names its connection key ("Cannot connect to host h:p ssl:default
+    [Connect call failed ...]"), which reads as a TLS problem even for a plain ``ws://`` URL;
+    the operating system's reason ("Connection refused", "Name or service not known") is what
+    the user needs, and the caller already names the URL.
+    """
+    os_error = getattr(exc, "os_error", None)
+    if os_error is None and isinstance(exc, OSError):
+        os_error = exc
+    if isinstance(os_error, OSError):
+        if os_error.errno is not None and os_error.errno > 0:
+            with contextlib.suppress(ValueError):
+                return os.strerror(os_error.errno)
+        if os_error.strerror:
+            return os_error.strerror
+        if str(os_error):
+            return str(os_error)
+    return str(exc) or type(exc).__name__
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a ``Retry-After`` header (the HTTP-date form is not worth a parser here)."""
+    try:
+        value = float(headers.get("Retry-After", "")) if headers else None
+    except (TypeError, ValueError):
+        return None
+    # A turn waiting more than a few seconds is a failed turn anyway: cap what a server asks.
+    return min(value, 5.0) if value is not None and value >= 0 else None
+
+
 def _describe_handshake_error(exc: aiohttp.WSServerHandshakeError, url_host: str) -> LMNTError:
     status = exc.status
     text = f"LMNT handshake with {url_host} was refused with HTTP {status}"
     if status in (401, 403):
         return LMNTAuthError(f"{text}: the API key was rejected", status=status)
     if status == 429:
-        return LMNTServerError(f"{text}: rate limited", status=status, retryable=True)
+        return LMNTRateLimitError(
+            f"{text}: rate limited", status=status, retry_after=_retry_after(exc.headers)
+        )
     if status >= 500:
         return LMNTServerError(f"{text}: server error", status=status, retryable=True)
     if status == 404:
@@ -100,6 +144,10 @@ def error_from_frame(frame: ErrorFrame, api_key: str) -> LMNTError:
     lowered = message.lower()
     if frame.type in ("authentication_error", "permission_error") or "api key" in lowered:
         return LMNTAuthError(text, **kw)
+    # Legacy error frames are bare strings, so the condition is recognised by its words too.
+    said = "rate limit" in lowered or "too many requests" in lowered
+    if frame.type == "rate_limit_error" or said:
+        return LMNTRateLimitError(text, **kw)
     retryable = frame.type in ("internal_server_error", "rate_limit_error")
     return LMNTServerError(text, retryable=retryable, **kw)
 
@@ -126,6 +174,8 @@ class LMNTConnection:
         self.turns = 0  # turns served: more than one when a typed session is reused
         self.nonce = 0  # the typed API's flush/reset counter: one per session, not per turn
         self.generation = 0  # the pool settings it was opened under
+        self.pacer = SendPacer()  # one per session: servers count messages per session
+        self.text_chars = 0  # characters of text sent on this session (``SESSION_TEXT_BUDGET``)
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="lmnt-reader")
 
     async def _read(self) -> None:
@@ -285,7 +335,7 @@ class ConnectionPool:
             err.retryable = False  # retrying will not make the certificate trusted
             raise err from None
         except (aiohttp.ClientError, OSError) as exc:
-            detail = redact(str(exc) or type(exc).__name__, options.api_key)
+            detail = redact(connect_failure_reason(exc), options.api_key)
             raise LMNTConnectionError(
                 f"could not connect to LMNT at {self._display}: {detail}"
             ) from None

@@ -14,6 +14,7 @@ __all__ = [
     "LMNTConnectionError",
     "LMNTError",
     "LMNTProtocolError",
+    "LMNTRateLimitError",
     "LMNTServerError",
     "LMNTTimeoutError",
     "redact",
@@ -82,6 +83,26 @@ class LMNTServerError(LMNTError):
     def __init__(self, message: str, *, retryable: bool = False, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.retryable = retryable
+
+
+class LMNTRateLimitError(LMNTServerError):
+    """The server said "too many requests" (``rate_limit_error``, HTTP 429, or a legacy
+    ``rate limit`` message).
+
+    Always retryable: the request was fine, only its timing was not.  The plugin paces what it
+    sends so its own server never answers this; another LMNT-compatible server may count
+    differently (per key, per account).  A retry waits at least ``retry_after`` seconds (the
+    server's ``Retry-After`` when it gave one, else ``MIN_RETRY_AFTER``) and resends the turn's
+    text coalesced and paced, never as the burst that was refused.
+    """
+
+    #: A rate limit is usually counted over a one-second window: waiting less is pointless.
+    MIN_RETRY_AFTER = 1.0
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        kw.pop("retryable", None)
+        super().__init__(message, retryable=True, **kw)
+        self.retry_after = max(self.MIN_RETRY_AFTER, retry_after or 0.0)
 
 
 class LMNTProtocolError(LMNTError):

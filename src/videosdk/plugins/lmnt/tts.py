@@ -36,7 +36,7 @@ from .protocol import (
 from .turn import REUSABLE_FORMATS, RetryPolicy, TextFeed, Turn, TurnSink, _AfterAudio
 from .words import WordAnnouncer
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS", "LMNT_VERSION", "LMNT_WSS_URL"]
 
 logger = logging.getLogger("videosdk.plugins.lmnt")
 
@@ -44,6 +44,10 @@ DEFAULT_VOICE = "ava"
 DEFAULT_MODEL = "blizzard"
 DEFAULT_LANGUAGE = "auto"
 LMNT_CHANNELS = 1
+# 1.0.30's module constants, same names and values, for code that imported them: the default
+# endpoint, and the ``lmnt-version`` it sent (the legacy protocol, still this plugin's default).
+LMNT_WSS_URL: str = DEFAULT_WS_URL
+LMNT_VERSION: str = LEGACY_VERSION
 TRACK_DEFAULT_RATE = 24000  # what the framework's CustomAudioStreamTrack plays
 
 _FormatType = Literal["pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm"]

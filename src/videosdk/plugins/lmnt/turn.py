@@ -20,7 +20,13 @@ from typing import Any, NoReturn
 
 from .audio import AudioDecodeError, AudioPipeline
 from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
-from .errors import LMNTConnectionError, LMNTError, LMNTProtocolError, LMNTTimeoutError
+from .errors import (
+    LMNTConnectionError,
+    LMNTError,
+    LMNTProtocolError,
+    LMNTRateLimitError,
+    LMNTTimeoutError,
+)
 from .protocol import (
     Audio,
     ErrorFrame,
@@ -33,6 +39,13 @@ from .protocol import (
     encode_client_eof,
     encode_client_flush,
     encode_client_text,
+)
+from .sending import (
+    MAX_MESSAGE_CHARS,
+    MESSAGES_PER_SECOND,
+    SESSION_TEXT_BUDGET,
+    SendPacer,
+    TextCursor,
 )
 from .words import TimedWord, WordTimeline
 
@@ -219,7 +232,14 @@ class Turn:
             while True:
                 try:
                     await self._attempt()
-                    return
+                    if self._resume_at is None or self.interrupted:
+                        return
+                    # The session's text budget was spent: go on in a fresh session (not a
+                    # retry; its audio follows on the same track).
+                    self._start_at, self._resume_at = self._resume_at, None
+                    self._continuing = True
+                    attempt = 0
+                    continue
                 except LMNTError as exc:
                     exc.scrub(self.options.api_key)
                     if self.interrupted:
@@ -232,6 +252,9 @@ class Turn:
                         grace = self.receive_timeout  # leave the caller's stream usable
                         raise
                     delay = self.retry.delay(attempt)
+                    if isinstance(exc, LMNTRateLimitError):
+                        delay = max(delay, exc.retry_after)  # sooner would be refused again
+                        self._rate_limited += 1
                     attempt += 1
                     logger.warning(
                         "LMNT: %s; retrying (%d/%d) in %.2f s",
@@ -282,14 +305,24 @@ class Turn:
         return conn
 
     async def _attempt(self) -> None:
+        self._resume_at = None
         conn = await self._acquire()
         if conn is None:
             return
         self.conn = conn
         conn.turns += 1
+        if self._rate_limited:
+            # This server counts stricter than our pacing: no burst, and half the rate for
+            # every refusal so far (the text already pulled is resent coalesced, not as sent).
+            # Two messages a second still carry 4 000 characters: far ahead of any speech.
+            rate = max(2.0, MESSAGES_PER_SECOND / 2**self._rate_limited)
+            conn.pacer = SendPacer(rate, burst=1)
         self.feed.start()  # only now: a failed connect must leave the caller's text unread
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
-        self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
+        if self._continuing and self._timeline is not None:
+            self._timeline.segment_boundary()  # a new session's timings restart from 0
+        else:
+            self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
         sender = asyncio.get_running_loop().create_task(self._send(conn), name="lmnt-send")
         reusable = False
         try:
@@ -308,27 +341,38 @@ class Turn:
             self._warm_next()  # a turn that ended before audio (error, interrupt, no words)
 
     async def _send(self, conn: LMNTConnection) -> None:
+        """Send the feed from ``_start_at``: coalesced, paced, and within the session's text
+        budget (see ``sending``); past the budget, end the session and note where to resume."""
         version = self.options.version
-        index = 0
+        cursor = TextCursor(self.feed.items, FLUSH, self._start_at)
         try:
-            while True:
-                while index < len(self.feed.items):
-                    item = self.feed.items[index]
-                    index += 1
+            while self._resume_at is None:
+                while cursor.pending():
+                    # A token first: what arrives while waiting joins this message.
+                    await conn.pacer.take()
+                    mark = cursor.position
+                    item = cursor.take(MAX_MESSAGE_CHARS)
                     if item is FLUSH:
                         conn.nonce += 1
                         await conn.send(encode_client_flush(version, conn.nonce))
                         self._owe(conn)
-                    else:
-                        assert isinstance(item, str)
-                        await conn.send(encode_client_text(item, version))
-                if self.feed.done and index >= len(self.feed.items):
+                        continue
+                    assert isinstance(item, str)
+                    if conn.text_chars and conn.text_chars + len(item) > SESSION_TEXT_BUDGET:
+                        cursor.position = self._resume_at = mark
+                        break
+                    conn.text_chars += len(item)
+                    await conn.send(encode_client_text(item, version))
+                if self._resume_at is not None or (self.feed.done and not cursor.pending()):
                     break
                 await self.feed.wait()
             if not self.feed.has_words:
                 conn.events.put_nowait(_NOTHING_TO_SAY)  # type: ignore[arg-type]
                 return
-            if self.reuse_session:
+            await conn.pacer.take()
+            if self._resume_at is not None:
+                await conn.send(encode_client_eof(version))  # ends the session, not the turn
+            elif self.reuse_session:
                 # End the turn with a flush, not ``finish``: the session stays open for the next.
                 if not self.feed.items or self.feed.items[-1] is not FLUSH:
                     conn.nonce += 1
@@ -344,6 +388,12 @@ class Turn:
             logger.debug("LMNT: send stopped: %s", type(exc).__name__)
 
     _eof_sent: bool = False
+    # Where in the feed (item, offset) this session starts, and where the next one must start
+    # when this one ran out of text budget (None: it did not).
+    _start_at: tuple[int, int] = (0, 0)
+    _resume_at: tuple[int, int] | None = None
+    _continuing: bool = False  # a later session of the same turn: audio and words go on
+    _rate_limited: int = 0  # rate-limit refusals this turn has had (each slows its pacing)
     _final_nonce: int | None = None
     _completed_nonce: int = 0
     _owed_since: float | None = None
@@ -452,6 +502,9 @@ class Turn:
                     self._timeline.audio(pipeline.seconds_decoded - decoded)
                 await self._push(pcm)
             elif isinstance(ev, Closed):
+                if self._eof_sent and ev.code == 1000 and self._resume_at is not None:
+                    await self._finish_audio(pipeline, pad=False)  # the turn goes on
+                    return False
                 if self._eof_sent and ev.code == 1000:
                     await self._finish_audio(pipeline)
                     if not self.audio_started and self.feed.has_words:
@@ -492,12 +545,13 @@ class Turn:
             err.retryable = False  # the server refused this request; it would refuse it again
         return err
 
-    async def _finish_audio(self, pipeline: AudioPipeline) -> None:
+    async def _finish_audio(self, pipeline: AudioPipeline, pad: bool = True) -> None:
         try:
             await self._push(pipeline.flush())
         except AudioDecodeError as exc:
             self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
-        await self._pad()
+        if pad:
+            await self._pad()
 
     async def _push(self, pcm: bytes) -> None:
         if not pcm or self.interrupted:

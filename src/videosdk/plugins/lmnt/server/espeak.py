@@ -40,7 +40,8 @@ from .engines import LMNT_VOICES, EngineChunk, VoiceInfo, WordTiming
 
 __all__ = ["LANGUAGE_VOICES", "VOICE_VARIANTS", "EspeakEngine", "split_sentences"]
 
-_INSTALL_HINT = "pip install 'videosdk-plugins-lmnt[local]'"
+# What the ``local`` extra installs; naming the package itself would fetch the index's 1.0.30.
+_INSTALL_HINT = "pip install 'espeakng-loader>=0.2.4,<0.3'"
 
 # speak_lib.h constants.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2

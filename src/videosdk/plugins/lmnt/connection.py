@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 import time
@@ -31,7 +30,9 @@ from .errors import (
     LMNTServerError,
     LMNTTimeoutError,
     redact,
+    redact_url,
 )
+from .hosts import is_loopback
 from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
 
 __all__ = ["Closed", "ConnectionPool", "ConnectionSettings", "LMNTConnection", "is_loopback"]
@@ -60,16 +61,12 @@ class ConnectionSettings:
     spare_max_age: float = 290.0
     heartbeat: float | None = 20.0
 
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    def __repr__(self) -> str:
+        # The URL may carry credentials (userinfo, ``?token=``): never in a repr.
+        return (
+            f"ConnectionSettings(url={redact_url(self.url)!r}, "
+            f"connect_timeout={self.connect_timeout:g}, close_timeout={self.close_timeout:g})"
+        )
 
 
 def _describe_handshake_error(exc: aiohttp.WSServerHandshakeError, url_host: str) -> LMNTError:
@@ -222,7 +219,7 @@ class ConnectionPool:
         self._generation = 0  # bumped when settings change
         parts = urlsplit(settings.url)
         self._host = parts.hostname or "?"
-        self._display = f"{parts.scheme}://{parts.netloc}"
+        self._display = redact_url(f"{parts.scheme}://{parts.netloc}")
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -236,7 +233,7 @@ class ConnectionPool:
         self._generation += 1
         parts = urlsplit(value.url)
         self._host = parts.hostname or "?"
-        self._display = f"{parts.scheme}://{parts.netloc}"
+        self._display = redact_url(f"{parts.scheme}://{parts.netloc}")
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

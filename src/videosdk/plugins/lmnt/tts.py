@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 from videosdk.agents import TTS
 
-from .connection import ConnectionPool, ConnectionSettings, is_loopback
-from .errors import LMNTError, redact
+from .connection import ConnectionPool, ConnectionSettings
+from .errors import LMNTError, redact, redact_url
+from .hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
 from .protocol import (
     DEFAULT_WS_URL,
     FORMATS,
@@ -93,15 +94,26 @@ def _validate(opts: dict[str, Any]) -> None:
 
 
 def _check_url(url: Any, allow_insecure: bool) -> str:
+    """A ``ws://`` URL to a public host would send the key in clear text: refused unless asked.
+
+    The decision is on the literal host (see ``hosts``): private addresses and cluster-style
+    names pass, as does ``allow_insecure=True`` or ``LMNT_ALLOW_INSECURE=1`` (a deployment can
+    allow it without a code change).
+    """
     if not isinstance(url, str):
-        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {url!r}")
+        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {type(url).__name__}")
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"ws_url must be a ws:// or wss:// URL with a host, got {url!r}")
-    if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
         raise ValueError(
-            f"ws_url {url!r} is plain ws:// to a host that is not loopback: the API key would "
-            "travel unencrypted. Use wss://, or pass allow_insecure=True if this is intended."
+            f"ws_url must be a ws:// or wss:// URL with a host, got {redact_url(url)!r}"
+        )
+    insecure_ok = allow_insecure or insecure_allowed_by_env()
+    if parts.scheme == "ws" and not insecure_ok and not is_private_host(parts.hostname):
+        raise ValueError(
+            f"ws_url {redact_url(url)!r} is plain ws:// to a public host: the API key would "
+            "travel unencrypted. Use wss://, or, if this is intended, pass allow_insecure=True "
+            f"or set {INSECURE_ENV}=1 (ws:// to loopback, private addresses and single-label or "
+            ".local/.internal/.svc names is allowed without either)."
         )
     return url
 
@@ -142,7 +154,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     * ``reuse_sessions``: with the typed API and a PCM/µ-law format, end each turn with a flush
       and keep the session for the next turn instead of reconnecting.
     * ``ssl``: an ``ssl.SSLContext`` (custom CA, client certs) and ``ca_file``: a CA bundle path.
-    * ``allow_insecure``: allow sending the key over plain ``ws://`` to a non-loopback host.
+    * ``allow_insecure``: allow sending the key over plain ``ws://`` to a public host (also
+      ``LMNT_ALLOW_INSECURE=1``); private and cluster hosts need neither.
     """
 
     PREWARM_WAIT = 2.0  # seconds prewarm() may hold up the session start
@@ -272,7 +285,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     def __repr__(self) -> str:
         return (
             f"LMNTTTS(voice={self.voice!r}, model={self.model!r}, format={self.format!r}, "
-            f"sample_rate={self.output_sample_rate}, ws_url={self.ws_url!r})"
+            f"sample_rate={self.output_sample_rate}, ws_url={redact_url(self.ws_url)!r})"
         )
 
     # -- options ---------------------------------------------------------------------------

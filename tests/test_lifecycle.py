@@ -13,12 +13,20 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from videosdk.agents import Agent, AgentSession, ChatRole, LLMResponse, Pipeline
+from videosdk.agents.llm.llm import LLM
+from videosdk.agents.metrics import metrics_collector
+from videosdk.agents.metrics.traces_flow import TracesFlowManager
+from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
-from videosdk.plugins.lmnt import LMNTTTS, LMNTAuthError, LMNTTimeoutError
+from videosdk.plugins.lmnt import LMNTTTS, LMNTAuthError, LMNTError, LMNTTimeoutError
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer
+from videosdk.plugins.lmnt.testing import TrackRecorder
 
+from audio_helpers import estimate_pitch, sine_s16
 from track_helpers import make_track, speak
 
 pytestmark = pytest.mark.timeout(60)
@@ -143,3 +151,149 @@ async def test_an_auth_rejection_on_the_idle_spare_still_fails_the_turn(
     finally:
         await tts.aclose()
     assert not [s for s in lmnt_server.sessions if s.texts]  # no text went anywhere
+
+
+# -- the framework's real AgentSession + Pipeline ------------------------------------------------
+
+
+class QuietAgent(Agent):  # type: ignore[misc]
+    """No greeting: each test says what it needs."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="Test agent.")
+
+    async def on_enter(self) -> None:
+        pass
+
+    async def on_exit(self) -> None:
+        pass
+
+
+class Stack:
+    """A headless agent: real Pipeline, AgentSession and CustomAudioStreamTrack, drained fast."""
+
+    def __init__(self, tts: LMNTTTS) -> None:
+        self.tts = tts
+        loop = asyncio.get_running_loop()
+        self.pipeline = Pipeline(llm=ScriptedLLM(["Fine, thanks."]), tts=tts)
+        self.track = CustomAudioStreamTrack(loop)
+        self.pipeline._set_loop_and_audio_track(loop, self.track)  # what JobContext.connect does
+        self.session = AgentSession(agent=QuietAgent(), pipeline=self.pipeline)
+        self.recorder = TrackRecorder(self.track)
+        self.errors: list[str] = []
+        tts.on("error", lambda msg: self.errors.append(str(msg)))
+
+    async def __aenter__(self) -> Stack:
+        self.recorder.start()
+        await asyncio.wait_for(self.session.start(), 10)
+        # A room job sets this up; change_pipeline() reports to it unconditionally.
+        self._saved_traces = metrics_collector.traces_flow_manager
+        if self._saved_traces is None:
+            metrics_collector.set_traces_flow_manager(TracesFlowManager(room_id="headless-test"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Headless: without a room the stand-in would make session.close() wait for a trace
+        # export that never comes.
+        metrics_collector.traces_flow_manager = self._saved_traces
+        await self.recorder.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.session.close(), 5)
+        await self.tts.aclose()
+
+    async def say(self, text: str) -> float:
+        """Speak through ``session.say()`` and return the seconds of audio the track played."""
+        before = len(self.recorder.pcm)
+        handle = self.session.say(text)
+        if asyncio.iscoroutine(handle):
+            handle = await handle
+        await asyncio.wait_for(handle, 10)
+        return (len(self.recorder.pcm) - before) / 2 / self.track.sample_rate
+
+
+class ScriptedLLM(LLM):  # type: ignore[misc]
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__()
+        self._replies = list(replies)
+        self.model = "scripted"
+
+    async def chat(self, messages: Any, tools: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+        reply = self._replies.pop(0) if self._replies else "Nothing more."
+        for token in reply.split(" "):
+            yield LLMResponse(content=token + " ", role=ChatRole.ASSISTANT)
+
+    async def cancel_current_generation(self) -> None:
+        pass
+
+
+# -- item 2: change_pipeline(tts=the same instance) -------------------------------------------
+
+
+async def test_change_pipeline_with_the_same_tts_instance_keeps_speaking(
+    lmnt_server: LocalLMNTServer,
+) -> None:
+    """The framework aclose()s every component, then re-attaches what it is given."""
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url)
+    async with Stack(tts) as stack:
+        assert await stack.say("Before the change.") > 0.5
+        await asyncio.wait_for(stack.pipeline.change_pipeline(tts=tts), 10)
+        assert stack.pipeline.tts is tts
+        seconds = await stack.say("After the change.")
+        assert stack.errors == []
+    assert seconds > 0.5, seconds  # the tone engine: 50 ms per character
+    assert [s.text for s in lmnt_server.sessions if s.texts] == [
+        "Before the change.",
+        "After the change.",
+    ]
+
+
+async def test_a_closed_instance_reports_every_failure(lmnt_server: LocalLMNTServer) -> None:
+    """Used again after aclose(), a failure is emitted as well as raised."""
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url, max_retries=0)
+    tts.audio_track = make_track()
+    errors: list[str] = []
+    tts.on("error", lambda msg: errors.append(str(msg)))
+    await tts.aclose()
+    lmnt_server.faults = Faults(error_before_audio="engine on fire")
+    try:
+        with pytest.raises(LMNTError, match="engine on fire"):
+            await tts.synthesize("Hello.")
+        with pytest.raises(ValueError, match="temperature"):
+            await tts.synthesize("Hello.", temperature=9)
+    finally:
+        await tts.aclose()
+    assert len(errors) == 2 and "engine on fire" in errors[0] and "temperature" in errors[1]
+
+
+# -- item 11: no input-format declaration left behind on the shared track -----------------------
+
+
+async def test_another_producers_input_format_survives_an_lmnt_turn(
+    lmnt_server: LocalLMNTServer,
+) -> None:
+    """A producer (a realtime model, another TTS) declared 16 kHz once on the agent's track and
+    keeps pushing 16 kHz audio; an LMNT turn in between must not leave 24 kHz declared."""
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url)
+    async with Stack(tts) as stack:
+        stack.track.set_input_format(16000, 1)  # the other producer, once
+        await stack.say("Hello there.")
+        lmnt_pcm = bytes(stack.recorder.pcm)
+        before = len(stack.recorder.pcm)
+        await stack.track.add_new_bytes(sine_s16(440.0, 1.0, 16000))  # its audio, as declared
+        for _ in range(300):
+            if not stack.recorder.queued():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        other = bytes(stack.recorder.pcm[before:])
+    assert abs(estimate_pitch(lmnt_pcm, 24000) - 440) / 440 < 0.01  # LMNT's own audio is right
+    # Before the fix: 0.66 s at 660 Hz (the 16 kHz audio read as 24 kHz).
+    assert len(other) / 2 / 24000 == pytest.approx(1.0, abs=0.03)
+    assert abs(estimate_pitch(other, 24000) - 440) / 440 < 0.01
+
+
+async def test_an_undeclared_track_stays_undeclared(lmnt_server: LocalLMNTServer) -> None:
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url)
+    async with Stack(tts) as stack:
+        assert await stack.say("Hello there.") > 0.5
+        assert stack.track._input_sample_rate is None

@@ -404,6 +404,10 @@ class ConnectionPool:
     def open_connections(self) -> int:
         return sum(1 for c in self._open if c.closed is None)
 
+    def reopen(self) -> None:
+        """Serve turns again after ``aclose()`` (a fresh client session is made on first use)."""
+        self._closed = False
+
     async def aclose(self) -> None:
         self._closed = True
         task, self._spare_task = self._spare_task, None

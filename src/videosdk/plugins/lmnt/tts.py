@@ -331,8 +331,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         ``PREWARM_WAIT`` seconds; a slower handshake finishes in the background): a failure here
         only costs the first turn a cold start.
         """
-        if self._closed:
-            return
+        self._reopen()
         try:
             await self._pool.warm(self._options(), self.PREWARM_WAIT)
         except Exception as exc:
@@ -345,11 +344,6 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         chunk = getattr(track, "chunk_size", None)
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0 or chunk % 2:
             chunk = rate // 50 * 2
-        declare = getattr(track, "set_input_format", None)
-        if callable(declare):
-            # Another provider may have declared a different rate on this shared track; ours is
-            # always the track's own, which makes its converter an identity.
-            declare(rate, 1)
 
         def pending() -> int | None:
             buf = getattr(track, "audio_data_buffer", None)
@@ -381,6 +375,35 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             on_words=announcer.add if announcer is not None else None,
         )
 
+    @staticmethod
+    def _claim_input_format(track: Any) -> Callable[[], None]:
+        """Make the shared track take our PCM as it is, for this turn only; returns the undo.
+
+        Our audio is always at the track's own rate, so with no declaration (or a matching one)
+        the track's converter is an identity and nothing is declared.  Another producer (a
+        second TTS, a realtime model) may have declared its own rate and go on pushing audio
+        without declaring again: its declaration is put back after our turn, never replaced by
+        ours for good.
+        """
+        declare = getattr(track, "set_input_format", None)
+        rate, channels = getattr(track, "sample_rate", None), getattr(track, "channels", 1)
+        previous = getattr(track, "_input_sample_rate", None)
+        previous_channels = getattr(track, "_input_channels", None) or 1
+        if not callable(declare) or not isinstance(rate, int) or previous is None:
+            return lambda: None
+        if (previous, previous_channels) == (rate, channels):
+            return lambda: None
+        declare(rate, channels)
+
+        def restore() -> None:
+            if (
+                getattr(track, "_input_sample_rate", None),
+                getattr(track, "_input_channels", None),
+            ) == (rate, channels):
+                declare(previous, previous_channels)  # unless someone declared meanwhile
+
+        return restore
+
     def _emit_word(self, word: str, cumulative: str) -> None:
         self.emit("word_spoken", {"word": word, "cumulative_text": cumulative})
 
@@ -396,7 +419,11 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         before any audio reached the track, so ``FallbackTTS`` can hand the same turn to the
         next provider; after audio started, emits ``"error"`` and returns.
         """
-        options = self._options(voice_id, **kwargs)
+        try:
+            options = self._options(voice_id, **kwargs)
+        except ValueError as exc:
+            self.emit("error", f"LMNT: {exc}")  # every failure is reported, not only raised
+            raise
         if isinstance(text, str) and not text.strip():
             return
         track = self.audio_track
@@ -404,8 +431,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             message = "LMNT: no audio track is set; the framework sets one before synthesis"
             self.emit("error", message)
             raise LMNTError(message)
-        if self._closed:
-            raise LMNTError("LMNT: synthesize() called after aclose()")
+        self._reopen()
         previous = self._turn
         if previous is not None:
             previous.interrupt()  # a new turn supersedes an unfinished one
@@ -424,6 +450,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             ),
         )
         self._turn = turn
+        restore_format = self._claim_input_format(track)
         try:
             await turn.run()
         except _AfterAudio as exc:
@@ -435,8 +462,16 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             self.emit("error", redact(str(exc), self._api_key))
             raise
         finally:
+            restore_format()
             if self._turn is turn:
                 self._turn = None
+
+    def _reopen(self) -> None:
+        """After ``aclose()`` the instance works again, as 1.0.30's did: the framework closes
+        every component in ``change_pipeline()`` and may hand the same instance back."""
+        if self._closed:
+            self._closed = False
+            self._pool.reopen()
 
     async def interrupt(self) -> None:
         """Stop the current turn at once; idempotent, and the next turn is unaffected."""
@@ -449,7 +484,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             self.audio_track.interrupt()
 
     async def aclose(self) -> None:
-        """Stop any turn and close every connection; idempotent."""
+        """Stop any turn and close every connection; idempotent.  A later ``synthesize()`` or
+        ``prewarm()`` opens connections again (the framework's ``change_pipeline()`` closes
+        every component, then may re-attach the same instance)."""
         if self._turn is not None:
             self._turn.interrupt()
         if self._announcer is not None:

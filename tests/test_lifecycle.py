@@ -21,6 +21,7 @@ from videosdk.agents.llm.llm import LLM
 from videosdk.agents.metrics import metrics_collector
 from videosdk.agents.metrics.traces_flow import TracesFlowManager
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
+from videosdk.agents.speech_generation import SpeechGeneration
 
 from videosdk.plugins.lmnt import LMNTTTS, LMNTAuthError, LMNTError, LMNTTimeoutError
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer
@@ -297,3 +298,65 @@ async def test_an_undeclared_track_stays_undeclared(lmnt_server: LocalLMNTServer
     async with Stack(tts) as stack:
         assert await stack.say("Hello there.") > 0.5
         assert stack.track._input_sample_rate is None
+
+
+# -- item 12: a new turn does not end the previous turn's word announcements -------------------
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.2"])
+async def test_words_of_a_turn_still_playing_survive_the_next_turn(
+    version: str, lmnt_server: LocalLMNTServer
+) -> None:
+    """A reply's audio is still queued when the next say() starts: all its words are heard, so
+    all must be announced (before the fix: 7 of 8 lost)."""
+    reply = "One two three four five six seven eight."
+    follow = "Nine ten."
+    tts = LMNTTTS(
+        api_key=KEY, ws_url=lmnt_server.ws_url, protocol_version=version, word_timestamps=True
+    )
+    track = CustomAudioStreamTrack(asyncio.get_running_loop())
+    sg = SpeechGeneration(tts=tts)
+    sg.set_audio_track(track)
+    tts.loop = asyncio.get_running_loop()
+    events: list[tuple[str, str]] = []
+    tts.on("word_spoken", lambda d: events.append((d["word"], d["cumulative_text"])))
+    recorder = TrackRecorder(track)
+    try:
+        await asyncio.wait_for(sg.synthesize(reply), 10)  # all of it queued, none played yet
+        await asyncio.wait_for(sg.synthesize(follow), 10)  # the next turn starts at once
+        recorder.start()
+        n = len((reply + " " + follow).split())
+        for _ in range(500):
+            if len(events) >= n and not recorder.queued():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # nothing more may come
+    finally:
+        await recorder.stop()
+        await tts.aclose()
+    first = [w for w, c in events if c.startswith("One")]
+    second = [w for w, c in events if c.startswith("Nine")]
+    assert first == reply.split(), events
+    assert second == follow.split(), events
+    assert (first[-1], reply) in events  # cumulative text of the reply is whole
+
+
+async def test_interrupt_still_ends_every_turns_announcements(
+    lmnt_server: LocalLMNTServer,
+) -> None:
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url, word_timestamps=True)
+    track = CustomAudioStreamTrack(asyncio.get_running_loop())
+    tts.audio_track = track
+    events: list[str] = []
+    tts.on("word_spoken", lambda d: events.append(d["word"]))
+    try:
+        await tts.synthesize("One two three four.")
+        await tts.synthesize("Five six seven eight.")
+        await tts.interrupt()  # nothing played yet: nothing may be announced
+        recorder = TrackRecorder(track).start()
+        await asyncio.sleep(0.3)
+        await recorder.stop()
+    finally:
+        await tts.aclose()
+    assert events == []
+    assert not tts._announcers

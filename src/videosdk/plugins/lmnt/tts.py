@@ -244,7 +244,10 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the framework; unused here
         self._first_chunk_sent = False
         self._turn: Turn | None = None
-        self._announcer: WordAnnouncer | None = None
+        # One per turn whose words are still to be heard: a turn's audio keeps playing after
+        # synthesize() returns, so a new turn must not end the previous one's announcements;
+        # only interrupt() and aclose() do.
+        self._announcers: set[WordAnnouncer] = set()
         self._closed = False
         self._ws_url = url
         self._pool = ConnectionPool(
@@ -317,12 +320,10 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     # -- framework hooks -------------------------------------------------------------------
 
     def reset_first_audio_tracking(self) -> None:
-        """Called by the framework before every turn: re-arm the first-audio callback and start
-        word state afresh."""
+        """Called by the framework before every turn: re-arm the first-audio callback.
+
+        Word announcements of a turn still playing go on (each turn has its own)."""
         self._first_chunk_sent = False
-        if self._announcer is not None:
-            self._announcer.stop()
-            self._announcer = None
 
     async def prewarm(self) -> None:
         """Open and initialise a connection now, so the first turn skips the handshake.
@@ -354,9 +355,10 @@ class LMNTTTS(TTS):  # type: ignore[misc]
 
         announcer: WordAnnouncer | None = None
         if self.supports_word_timestamps:
-            if self._announcer is not None:
-                self._announcer.stop()
-            announcer = self._announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
+            # Finished ones go; one still announcing a turn that is playing stays.
+            self._announcers = {a for a in self._announcers if not a.idle}
+            announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
+            self._announcers.add(announcer)
 
         async def first_audio() -> None:
             if announcer is not None:
@@ -463,8 +465,15 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             raise
         finally:
             restore_format()
+            # A turn that got no word timings (it failed, or said nothing) has nothing to announce.
+            self._announcers = {a for a in self._announcers if not a.idle}
             if self._turn is turn:
                 self._turn = None
+
+    def _stop_announcers(self) -> None:
+        for announcer in list(self._announcers):
+            announcer.stop()
+        self._announcers.clear()
 
     def _reopen(self) -> None:
         """After ``aclose()`` the instance works again, as 1.0.30's did: the framework closes
@@ -478,8 +487,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         turn = self._turn
         if turn is not None:
             turn.interrupt()
-        if self._announcer is not None:
-            self._announcer.stop()  # what was not heard is not announced
+        self._stop_announcers()  # what was not heard is not announced
         if self.audio_track is not None:
             self.audio_track.interrupt()
 
@@ -489,8 +497,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         every component, then may re-attach the same instance)."""
         if self._turn is not None:
             self._turn.interrupt()
-        if self._announcer is not None:
-            self._announcer.stop()
+        self._stop_announcers()
         if not self._closed:
             self._closed = True
             await self._pool.aclose()

@@ -18,7 +18,7 @@ from typing import Any
 import av.logging
 import pytest
 
-from videosdk.plugins.lmnt import LMNTTTS, audio
+from videosdk.plugins.lmnt import LMNTTTS, webm
 from videosdk.plugins.lmnt.server import LocalLMNTServer
 
 from track_helpers import make_track
@@ -48,13 +48,13 @@ class LoopWatch:
 
 def _slow_decoder(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
     """Each decoded Opus frame costs ``delay`` seconds of the decoder thread (GIL released)."""
-    convert = audio._frame_to_s16
+    convert = webm._frame_to_s16
 
     def slow(frame: Any) -> bytes:
         time.sleep(delay)
         return convert(frame)
 
-    monkeypatch.setattr(audio, "_frame_to_s16", slow)
+    monkeypatch.setattr(webm, "_frame_to_s16", slow)
 
 
 async def test_webm_decoding_never_holds_the_event_loop(
@@ -127,7 +127,7 @@ async def test_webm_turns_leave_stderr_and_logs_clean(
 
 async def test_other_ffmpeg_errors_are_not_hidden(caplog: Any) -> None:
     """The filter drops one known line from our decoder threads only."""
-    audio._quiet_ffmpeg()
+    webm._quiet_ffmpeg()
     caplog.set_level(logging.DEBUG)
     logging.getLogger("libav.opus").error("Error parsing Opus packet header.")  # not our thread
     logging.getLogger("libav.opus").error("Something else broke.")

@@ -5,8 +5,9 @@
   path and on every failure path, including a server that echoes the key back.
 * TLS is verified by default; ``ssl=`` and ``ca_file=`` trust a private CA; a certificate for
   another host is refused even from a trusted CA.
-* Plain ``ws://`` to a host that is not loopback is refused at construction unless
-  ``allow_insecure=True`` (nothing is sent anywhere by those tests).
+* Plain ``ws://`` to a public host is refused at construction unless ``allow_insecure=True``
+  or ``LMNT_ALLOW_INSECURE=1``; private and cluster hosts are allowed (nothing is sent anywhere
+  by those tests, and no name is resolved).
 * The local server binds loopback by default, compares keys in constant time and accepts only
   the configured ones.
 * A flood of oversized, malformed and abusive frames on some connections does not disturb a

@@ -360,3 +360,31 @@ async def test_interrupt_still_ends_every_turns_announcements(
         await tts.aclose()
     assert events == []
     assert not tts._announcers
+
+
+async def test_words_cleared_from_the_track_are_not_announced_later(
+    lmnt_server: LocalLMNTServer,
+) -> None:
+    """Some framework paths clear the track without interrupt() (a handle's interrupt inside
+    SpeechGeneration): the cleared turn's words must not be announced over the next turn."""
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url, word_timestamps=True)
+    track = CustomAudioStreamTrack(asyncio.get_running_loop())
+    track.interrupt_fade_duration = 0.0  # a plain clear, no faded tail
+    tts.audio_track = track
+    events: list[str] = []
+    tts.on("word_spoken", lambda d: events.append(d["word"]))
+    recorder = TrackRecorder(track)
+    try:
+        await tts.synthesize("One two three four.")
+        track.interrupt()  # the track only: the plugin is not told
+        await tts.synthesize("Five six.")
+        recorder.start()
+        for _ in range(300):
+            if len(events) >= 2 and not recorder.queued():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+    finally:
+        await recorder.stop()
+        await tts.aclose()
+    assert events == ["Five", "six."]

@@ -118,6 +118,18 @@ def _check_url(url: Any, allow_insecure: bool) -> str:
     return url
 
 
+def _queued_samples(track: Any) -> int | None:
+    """Samples of audio waiting on the framework's track (queued and paused), if it can tell."""
+    rate = getattr(track, "sample_rate", None)
+    if not isinstance(getattr(track, "_samples_played", None), int) or not isinstance(rate, int):
+        return None
+    samples = getattr(track, "samples", rate // 50)
+    queued = len(getattr(track, "frame_buffer", ())) * samples
+    queued += len(getattr(track, "_paused_frames", ())) * samples
+    queued += len(getattr(track, "audio_data_buffer", b"")) // 2
+    return int(queued)
+
+
 def _playback_clock(track: Any) -> Callable[[], float] | None:
     """Seconds of the coming turn's audio the track has played, if the track can tell.
 
@@ -126,12 +138,9 @@ def _playback_clock(track: Any) -> Callable[[], float] | None:
     """
     played0 = getattr(track, "_samples_played", None)
     rate = getattr(track, "sample_rate", None)
-    if not isinstance(played0, int) or not isinstance(rate, int) or rate <= 0:
+    queued = _queued_samples(track)
+    if not isinstance(played0, int) or not isinstance(rate, int) or rate <= 0 or queued is None:
         return None
-    samples = getattr(track, "samples", rate // 50)
-    queued = len(getattr(track, "frame_buffer", ())) * samples
-    queued += len(getattr(track, "_paused_frames", ())) * samples
-    queued += len(getattr(track, "audio_data_buffer", b"")) // 2
 
     def played() -> float:
         return float(track._samples_played - played0 - queued) / rate
@@ -355,8 +364,14 @@ class LMNTTTS(TTS):  # type: ignore[misc]
 
         announcer: WordAnnouncer | None = None
         if self.supports_word_timestamps:
-            # Finished ones go; one still announcing a turn that is playing stays.
+            # Finished ones go; one still announcing a turn that is playing stays, but only
+            # for words whose audio is still on the track: what was cleared from it (or never
+            # pushed, the superseded turn) will never be heard.
             self._announcers = {a for a in self._announcers if not a.idle}
+            queued = _queued_samples(track)
+            if queued is not None and isinstance(track.sample_rate, int):
+                for old in self._announcers:
+                    old.keep_within(queued / track.sample_rate)
             announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
             self._announcers.add(announcer)
 

@@ -137,6 +137,12 @@ class WordAnnouncer:
             if self._queue:
                 await asyncio.sleep(self.POLL)
 
+    def keep_within(self, seconds: float) -> None:
+        """Keep only words that start within ``seconds`` of audio from where playback is now:
+        the rest of this turn's audio is no longer on the track, so they will not be heard."""
+        limit = self._position() + seconds
+        self._queue = [w for w in self._queue if w.start < limit]
+
     def stop(self) -> None:
         """Drop words not yet heard (interrupt): the transcript keeps only what was played."""
         self._queue.clear()

@@ -81,6 +81,20 @@ async def test_prewarm_still_propagates_its_own_cancellation() -> None:
         await tts.aclose()
 
 
+async def test_session_start_survives_a_hang_up_during_prewarm() -> None:
+    """The framework awaits prewarm() in Pipeline.start() and catches only Exception: a
+    CancelledError from it made session.start() fail when the call hung up meanwhile."""
+    async with black_hole() as url:
+        tts = LMNTTTS(api_key=KEY, ws_url=url, connect_timeout=5)
+        stack = Stack(tts)
+        stack.recorder.start()
+        starting = asyncio.create_task(stack.session.start())
+        await asyncio.sleep(0.3)  # Pipeline.start() is inside tts.prewarm()
+        await tts.aclose()  # what the session's cleanup does to its TTS on a hang-up
+        await asyncio.wait_for(starting, 5)  # before the fix: CancelledError
+        await stack.__aexit__(None, None, None)
+
+
 # -- item 9: one connect_timeout bounds a turn, spare or not -----------------------------------
 
 
@@ -183,6 +197,7 @@ class Stack:
         self.recorder = TrackRecorder(self.track)
         self.errors: list[str] = []
         tts.on("error", lambda msg: self.errors.append(str(msg)))
+        self._saved_traces = metrics_collector.traces_flow_manager
 
     async def __aenter__(self) -> Stack:
         self.recorder.start()

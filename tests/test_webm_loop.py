@@ -18,7 +18,7 @@ from typing import Any
 import av.logging
 import pytest
 
-from videosdk.plugins.lmnt import LMNTTTS, webm
+from videosdk.plugins.lmnt import LMNTTTS, audio, webm
 from videosdk.plugins.lmnt.server import LocalLMNTServer
 
 from track_helpers import make_track
@@ -55,6 +55,9 @@ def _slow_decoder(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
         return convert(frame)
 
     monkeypatch.setattr(webm, "_frame_to_s16", slow)
+    monkeypatch.setattr(
+        audio, "_frame_to_s16", slow, raising=False
+    )  # where it was before the split
 
 
 async def test_webm_decoding_never_holds_the_event_loop(

@@ -190,9 +190,27 @@ class AudioPipeline:
             self.close()
             raise
 
+    @staticmethod
+    def _merge(chunks: list[_Chunk]) -> list[_Chunk]:
+        """Join consecutive chunks of one rate: a WebM frame brings ~20 Opus frames, and one
+        resampler call per 20 ms frame cost the event loop more than the resampling itself."""
+        if len(chunks) < 2:
+            return chunks
+        merged: list[_Chunk] = []
+        run: list[bytes] = []
+        for rate, pcm in chunks:
+            if merged and run and rate != merged[-1][0]:
+                merged[-1] = (merged[-1][0], b"".join(run))
+                run = []
+            if not run:
+                merged.append((rate, b""))
+            run.append(pcm)
+        merged[-1] = (merged[-1][0], b"".join(run))
+        return merged
+
     def _emit(self, chunks: list[_Chunk], *, last: bool) -> bytes:
         parts: list[bytes] = []
-        for rate, pcm in chunks:
+        for rate, pcm in self._merge(chunks):
             self._seconds_decoded += len(pcm) / 2 / rate
             if rate != self._src_rate:
                 parts.append(self._drain())

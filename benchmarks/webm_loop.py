@@ -13,6 +13,9 @@ real time like a fast server, then flushes.  Two ways of feeding are compared:
   waits on the loop for the demuxer thread to catch up (up to 50 ms) and ``flush`` joins it.
 * ``afeed`` / ``aflush``: what turns use now: the same waits as awaits.
 
+Both rows resample each call's decoded audio in one soxr call (the per-20-ms-frame calls of the
+old code are gone from both), so the ``feed`` row isolates the blocking waits only.
+
 Columns: ``call p99`` / ``call max`` are the wall time of one feed call measured around it
 (for ``afeed`` that includes its awaits, time in which the loop ran other tasks); ``loop lag``
 is how late a 5 ms ticker task woke up (p50 / p99 / max): the delay every other task on the

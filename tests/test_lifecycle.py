@@ -25,7 +25,7 @@ from videosdk.agents.speech_generation import SpeechGeneration
 
 from videosdk.plugins.lmnt import LMNTTTS, LMNTAuthError, LMNTError, LMNTTimeoutError
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer
-from videosdk.plugins.lmnt.testing import TrackRecorder
+from videosdk.plugins.lmnt.testing import TrackRecorder, drain_track
 
 from audio_helpers import estimate_pitch, sine_s16
 from track_helpers import make_track, speak
@@ -403,3 +403,33 @@ async def test_words_cleared_from_the_track_are_not_announced_later(
         await recorder.stop()
         await tts.aclose()
     assert events == ["Five", "six."]
+
+
+async def test_a_superseded_turn_does_not_restore_a_format_under_the_next_turn(
+    lmnt_server: LocalLMNTServer,
+) -> None:
+    """A new synthesize() supersedes a running one: the old turn ending must not put the
+    foreign 16 kHz declaration back while the new turn is still pushing 24 kHz audio."""
+    lmnt_server.faults = Faults(pace=1.0)  # the first turn is still running when we supersede
+    tts = LMNTTTS(api_key=KEY, ws_url=lmnt_server.ws_url, warm_connection=False)
+    track = CustomAudioStreamTrack(asyncio.get_running_loop())
+    track.set_input_format(16000, 1)  # another producer, once
+    tts.audio_track = track
+    try:
+        first = asyncio.create_task(tts.synthesize("A long first reply that keeps going on."))
+        for _ in range(300):
+            if track._cumulative_input_samples:
+                break
+            await asyncio.sleep(0.01)
+        lmnt_server.faults = Faults(processing_delay=0.3)  # the old turn ends first
+        second = asyncio.create_task(tts.synthesize("Second reply."))
+        await asyncio.wait_for(first, 10)
+        mark = track._cumulative_input_samples
+        await asyncio.wait_for(second, 10)
+        assert track._input_sample_rate == 16000  # put back once our last turn ended
+    finally:
+        await tts.aclose()
+    played = await drain_track(track, idle=0.2)
+    tail = played[-(track._cumulative_input_samples - mark) * 2 :]
+    assert len(tail) / 2 / 24000 == pytest.approx(0.65, abs=0.05)  # 13 characters
+    assert abs(estimate_pitch(tail, 24000) - 440) / 440 < 0.01  # not read as 16 kHz

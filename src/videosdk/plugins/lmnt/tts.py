@@ -257,6 +257,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         # synthesize() returns, so a new turn must not end the previous one's announcements;
         # only interrupt() and aclose() do.
         self._announcers: set[WordAnnouncer] = set()
+        # Per track (by id): [foreign rate, foreign channels, our turns using it] while our
+        # turns have overridden another producer's input-format declaration.
+        self._format_claims: dict[int, list[Any]] = {}
         self._closed = False
         self._ws_url = url
         self._pool = ConnectionPool(
@@ -392,32 +395,40 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             on_words=announcer.add if announcer is not None else None,
         )
 
-    @staticmethod
-    def _claim_input_format(track: Any) -> Callable[[], None]:
-        """Make the shared track take our PCM as it is, for this turn only; returns the undo.
+    def _claim_input_format(self, track: Any) -> Callable[[], None]:
+        """Make the shared track take our PCM as it is, for our turns only; returns the undo.
 
         Our audio is always at the track's own rate, so with no declaration (or a matching one)
         the track's converter is an identity and nothing is declared.  Another producer (a
         second TTS, a realtime model) may have declared its own rate and go on pushing audio
-        without declaring again: its declaration is put back after our turn, never replaced by
-        ours for good.
+        without declaring again: its declaration is put back when our last overlapping turn
+        ends (a turn superseded by the next must not restore it under that next turn).
         """
         declare = getattr(track, "set_input_format", None)
         rate, channels = getattr(track, "sample_rate", None), getattr(track, "channels", 1)
-        previous = getattr(track, "_input_sample_rate", None)
-        previous_channels = getattr(track, "_input_channels", None) or 1
-        if not callable(declare) or not isinstance(rate, int) or previous is None:
+        if not callable(declare) or not isinstance(rate, int):
             return lambda: None
-        if (previous, previous_channels) == (rate, channels):
-            return lambda: None
-        declare(rate, channels)
+
+        def current() -> tuple[Any, Any]:
+            return getattr(track, "_input_sample_rate", None), getattr(track, "_input_channels", 1)
+
+        claim = self._format_claims.get(id(track))
+        if claim is None:
+            previous, previous_channels = current()
+            if previous is None or (previous, previous_channels or 1) == (rate, channels):
+                return lambda: None
+            claim = self._format_claims[id(track)] = [previous, previous_channels or 1, 0]
+        if current() != (rate, channels):
+            declare(rate, channels)
+        claim[2] += 1
 
         def restore() -> None:
-            if (
-                getattr(track, "_input_sample_rate", None),
-                getattr(track, "_input_channels", None),
-            ) == (rate, channels):
-                declare(previous, previous_channels)  # unless someone declared meanwhile
+            claim[2] -= 1
+            if claim[2] > 0:
+                return
+            self._format_claims.pop(id(track), None)
+            if current() == (rate, channels):  # unless someone declared meanwhile
+                declare(claim[0], claim[1])
 
         return restore
 

@@ -24,8 +24,9 @@ Run against the local LMNT-compatible server (offline speech by espeak-ng, no LM
     export VIDEOSDK_AUTH_TOKEN=...            # from https://app.videosdk.live
     python examples/agent.py
 
-``ws://`` is accepted only for loopback hosts; for another machine use ``wss://`` (or pass
-``allow_insecure=True`` knowingly).  To try the plugin with no account at all, see
+``ws://`` is accepted for loopback, private addresses and cluster names (``ws://tts:8765``);
+for a public host use ``wss://`` (or pass ``allow_insecure=True`` / set
+``LMNT_ALLOW_INSECURE=1`` knowingly).  To try the plugin with no account at all, see
 ``examples/offline_conversation.py``.
 
 Before joining, it checks what it can and stops with one line naming the cause (exit 2 for a

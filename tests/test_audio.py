@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from videosdk.plugins.lmnt import audio
+from videosdk.plugins.lmnt import decoders, webm
 from videosdk.plugins.lmnt.audio import FORMATS, AudioDecodeError, AudioPipeline
 from videosdk.plugins.lmnt.server.encoding import STREAM_FORMATS, make_encoder
 
@@ -271,7 +271,7 @@ def _ulaw_codes(seconds: float, rate: int) -> bytes:
 
 
 def _lut_decode(codes: bytes) -> bytes:
-    return audio._ULAW_TO_S16[np.frombuffer(codes, np.uint8)].tobytes()
+    return decoders._ULAW_TO_S16[np.frombuffer(codes, np.uint8)].tobytes()
 
 
 @time_limit()
@@ -280,7 +280,7 @@ def test_ulaw_table_matches_ffmpeg() -> None:
     ctx.sample_rate, ctx.layout = 8000, "mono"
     frames = ctx.decode(av.Packet(bytes(range(256))))
     reference = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
-    assert reference.tolist() == audio._ULAW_TO_S16.tolist()
+    assert reference.tolist() == decoders._ULAW_TO_S16.tolist()
 
 
 @time_limit()
@@ -344,7 +344,7 @@ def test_ulaw_stereo_and_extensible_are_averaged() -> None:
     rnd = random.Random(7)
     left, right = rnd.randbytes(400), rnd.randbytes(400)
     interleaved = bytes(b for pair in zip(left, right, strict=True) for b in pair)
-    lut = audio._ULAW_TO_S16.astype(np.int32)
+    lut = decoders._ULAW_TO_S16.astype(np.int32)
     mean = (lut[np.frombuffer(left, np.uint8)] + lut[np.frombuffer(right, np.uint8)]) / 2
     expected = np.rint(mean).astype("<i2").tobytes()
 
@@ -636,9 +636,9 @@ def test_webm_flush_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     def stuck(src: object, results: object) -> None:
         release.wait(5.0)
 
-    monkeypatch.setattr(audio, "_demux_webm", stuck)
-    monkeypatch.setattr(audio, "_WEBM_FLUSH_TIMEOUT", 0.2)
-    monkeypatch.setattr(audio._WebmDecoder, "CATCH_UP_TIMEOUT", 0.01)
+    monkeypatch.setattr(webm, "_demux_webm", stuck)
+    monkeypatch.setattr(webm, "_WEBM_FLUSH_TIMEOUT", 0.2)
+    monkeypatch.setattr(webm._WebmDecoder, "CATCH_UP_TIMEOUT", 0.01)
     pipe = AudioPipeline("webm", 24000, 24000)
     pipe.feed(b"\x1a\x45\xdf\xa3")
     started = time.monotonic()

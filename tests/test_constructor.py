@@ -79,7 +79,7 @@ def test_ws_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"language": "English"}, ["language"]),
         ({"ws_url": "https://api.lmnt.com/v1/ai/speech/stream"}, ["ws_url", "ws://", "wss://"]),
         ({"ws_url": "not a url"}, ["ws_url"]),
-        ({"ws_url": "ws://10.1.2.3/v1/ai/speech/stream"}, ["ws_url", "allow_insecure"]),
+        ({"ws_url": "ws://api.example.com/v1/ai/speech/stream"}, ["ws_url", "allow_insecure"]),
         ({"protocol_version": "2.0"}, ["protocol_version"]),
         ({"connect_timeout": 0}, ["connect_timeout"]),
         ({"max_retries": -1}, ["max_retries"]),

@@ -5,8 +5,9 @@
   path and on every failure path, including a server that echoes the key back.
 * TLS is verified by default; ``ssl=`` and ``ca_file=`` trust a private CA; a certificate for
   another host is refused even from a trusted CA.
-* Plain ``ws://`` to a host that is not loopback is refused at construction unless
-  ``allow_insecure=True`` (nothing is sent anywhere by those tests).
+* Plain ``ws://`` to a public host is refused at construction unless ``allow_insecure=True``
+  or ``LMNT_ALLOW_INSECURE=1``; private and cluster hosts are allowed (nothing is sent anywhere
+  by those tests, and no name is resolved).
 * The local server binds loopback by default, compares keys in constant time and accepts only
   the configured ones.
 * A flood of oversized, malformed and abusive frames on some connections does not disturb a
@@ -418,37 +419,74 @@ def test_unreadable_ca_file_fails_at_construction(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "ws://10.0.0.7/v1/ai/speech/stream",
         "ws://api.lmnt.com/v1/ai/speech/stream",
         "WS://api.lmnt.com/v1/ai/speech/stream",
         "ws://127.0.0.1.nip.io/x",
+        "ws://10.0.0.7.nip.io/x",
         "ws://localhost.evil.example/x",
+        "ws://tts.example.com:8765/x",
+        "ws://local.example.com/x",
         "ws://0.0.0.0:8765/x",
-        "ws://[::ffff:10.0.0.1]/x",
-        "ws://user:pw@10.0.0.7/x",
+        "ws://8.8.8.8/x",
+        "ws://100.64.0.1/x",
+        "ws://172.32.0.1/x",
+        "ws://[2001:db8::1]/x",
+        "ws://[::ffff:8.8.8.8]/x",
+        "ws://user:pw@api.example.com/x",
     ],
 )
-def test_plain_ws_to_a_remote_host_is_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="allow_insecure"):
+def test_plain_ws_to_a_public_host_is_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LMNT_ALLOW_INSECURE", raising=False)
+    with pytest.raises(ValueError, match="allow_insecure") as info:
         LMNTTTS(api_key=KEY, ws_url=url)
+    assert "LMNT_ALLOW_INSECURE=1" in str(info.value)  # both ways out are named
+    assert "pw@" not in str(info.value)
     monkeypatch.setenv("LMNT_WS_URL", url)
     with pytest.raises(ValueError, match="allow_insecure"):
         LMNTTTS(api_key=KEY)
     assert LMNTTTS(api_key=KEY, ws_url=url, allow_insecure=True).ws_url == url
+    for value in ("1", "true", "YES", "on"):
+        monkeypatch.setenv("LMNT_ALLOW_INSECURE", value)
+        assert LMNTTTS(api_key=KEY).ws_url == url
+    monkeypatch.setenv("LMNT_ALLOW_INSECURE", "0")
+    with pytest.raises(ValueError, match="allow_insecure"):
+        LMNTTTS(api_key=KEY)
 
 
 @pytest.mark.parametrize(
     "url",
     ["ws://127.0.0.1:8765/x", "ws://localhost:8765/x", "ws://[::1]:8765/x", "ws://127.8.9.10/x",
-     "wss://api.lmnt.com/v1/ai/speech/stream", "wss://10.0.0.7/x"],
+     "wss://api.lmnt.com/v1/ai/speech/stream", "wss://10.0.0.7/x",
+     # private networks and cluster names: the self-hosted case (issue 10, item 18)
+     "ws://10.0.0.7/v1/ai/speech/stream", "ws://172.16.5.4:8765/x", "ws://172.31.255.1/x",
+     "ws://192.168.1.20:8765/x", "ws://169.254.10.1/x", "ws://[fd12:3456::1]:8765/x",
+     "ws://[fe80::1%25eth0]:8765/x", "ws://[::ffff:10.0.0.1]/x", "ws://tts:8765/v1/ai/speech/stream",
+     "ws://TTS./x", "ws://lmnt.voice.svc.cluster.local:8765/x", "ws://lmnt.voice.svc/x",
+     "ws://tts.internal/x", "ws://speech-box.local/x", "ws://user:pw@tts:8765/x"],
 )  # fmt: skip
-def test_loopback_and_wss_are_allowed(url: str) -> None:
+def test_loopback_private_cluster_and_wss_are_allowed(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LMNT_ALLOW_INSECURE", raising=False)
     assert LMNTTTS(api_key=KEY, ws_url=url).ws_url == url
+
+
+def test_ws_url_decision_uses_no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Allowed or refused from the literal host: a name is never resolved to decide."""
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"DNS lookup {args!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(socket, "gethostbyname", no_dns)
+    LMNTTTS(api_key=KEY, ws_url="ws://tts:8765/x")
+    with pytest.raises(ValueError, match="allow_insecure"):
+        LMNTTTS(api_key=KEY, ws_url="ws://speech.example.com/x")
 
 
 def test_the_error_does_not_echo_the_key() -> None:
     with pytest.raises(ValueError) as info:
-        LMNTTTS(api_key=KEY, ws_url="ws://10.0.0.7/x")
+        LMNTTTS(api_key=KEY, ws_url="ws://api.example.com/x")
     assert not _leaks(info.value)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import ssl
@@ -33,7 +32,9 @@ from .errors import (
     LMNTServerError,
     LMNTTimeoutError,
     redact,
+    redact_url,
 )
+from .hosts import is_loopback
 from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
 from .sending import SendPacer
 
@@ -70,16 +71,12 @@ class ConnectionSettings:
     spare_max_age: float = 290.0
     heartbeat: float | None = 20.0
 
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    def __repr__(self) -> str:
+        # The URL may carry credentials (userinfo, ``?token=``): never in a repr.
+        return (
+            f"ConnectionSettings(url={redact_url(self.url)!r}, "
+            f"connect_timeout={self.connect_timeout:g}, close_timeout={self.close_timeout:g})"
+        )
 
 
 def connect_failure_reason(exc: BaseException) -> str:
@@ -272,7 +269,7 @@ class ConnectionPool:
         self._generation = 0  # bumped when settings change
         parts = urlsplit(settings.url)
         self._host = parts.hostname or "?"
-        self._display = f"{parts.scheme}://{parts.netloc}"
+        self._display = redact_url(f"{parts.scheme}://{parts.netloc}")
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -286,7 +283,7 @@ class ConnectionPool:
         self._generation += 1
         parts = urlsplit(value.url)
         self._host = parts.hostname or "?"
-        self._display = f"{parts.scheme}://{parts.netloc}"
+        self._display = redact_url(f"{parts.scheme}://{parts.netloc}")
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -296,12 +293,15 @@ class ConnectionPool:
             )
         return self._session
 
-    async def open(self, options: SessionOptions) -> LMNTConnection:
-        """Connect, upgrade and send the init frame, all within ``connect_timeout``."""
+    async def open(self, options: SessionOptions, deadline: float | None = None) -> LMNTConnection:
+        """Connect, upgrade and send the init frame, all within ``connect_timeout`` (or by
+        ``deadline``, a loop time, when a turn has already spent part of its budget)."""
         if self._closed:
             raise LMNTConnectionError("the LMNT plugin is closed")
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.settings.connect_timeout
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 ws = await self._client().ws_connect(
                     self.settings.url,
                     ssl=self.settings.ssl,
@@ -321,10 +321,7 @@ class ConnectionPool:
                     raise
                 return conn
         except TimeoutError:
-            raise LMNTTimeoutError(
-                f"could not connect to LMNT at {self._display} within "
-                f"{self.settings.connect_timeout:g} s"
-            ) from None
+            raise self._timeout_error() from None
         except aiohttp.WSServerHandshakeError as exc:
             raise _describe_handshake_error(exc, self._display) from None
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -340,13 +337,24 @@ class ConnectionPool:
                 f"could not connect to LMNT at {self._display}: {detail}"
             ) from None
 
+    def _timeout_error(self) -> LMNTTimeoutError:
+        return LMNTTimeoutError(
+            f"could not connect to LMNT at {self._display} within "
+            f"{self.settings.connect_timeout:g} s"
+        )
+
     async def acquire(self, options: SessionOptions) -> LMNTConnection:
         """A connection initialised with ``options``: the spare if it fits and is alive.
 
-        A spare that died while idle is thrown away; one that holds an error frame (a rejected
-        key) turns into the matching exception, so the turn fails before pulling any text.
+        One ``connect_timeout`` bounds it all: waiting for a spare still on its way and, if that
+        spare fails, a fresh connect in what is left (never a second full budget).  A spare that
+        died while idle is thrown away; one that holds an auth rejection turns into
+        ``LMNTAuthError``, so the turn fails before pulling any text.  Any other error frame on
+        an idle spare (e.g. an idle-timeout notice) concerns that connection only: it is
+        replaced without the turn noticing.
         """
-        spare = await self._take_spare()
+        deadline = asyncio.get_running_loop().time() + self.settings.connect_timeout
+        spare = await self._take_spare(deadline)
         if spare is not None:
             fits = spare.generation == self._generation
             if fits and spare.options.fingerprint() == options.fingerprint() and spare.healthy:
@@ -355,21 +363,27 @@ class ConnectionPool:
             frame = spare.pending_error()
             await self._discard(spare)
             if frame is not None and spare.options.fingerprint() == options.fingerprint():
-                raise error_from_frame(frame, options.api_key)
-        conn = await self.open(options)
+                err = error_from_frame(frame, options.api_key)
+                if isinstance(err, LMNTAuthError):
+                    raise err
+                logger.info("LMNT: replacing a warm connection the server closed: %s", err)
+        conn = await self.open(options, deadline)
         conn.used = True
         return conn
 
-    async def _take_spare(self) -> LMNTConnection | None:
+    async def _take_spare(self, deadline: float) -> LMNTConnection | None:
         task, self._spare_task = self._spare_task, None
         if task is not None:
             if not task.done():
                 # A spare is on its way: waiting for it beats starting a second handshake.
                 try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if self._spare_task is None and not self._closed:
-                        self._spare_task = task  # still the pool's: not orphaned by our cancel
+                    async with asyncio.timeout_at(deadline):
+                        await asyncio.shield(task)
+                except (asyncio.CancelledError, TimeoutError) as exc:
+                    if not task.done() and self._spare_task is None and not self._closed:
+                        self._spare_task = task  # still the pool's: not orphaned by our wait
+                    if isinstance(exc, TimeoutError):
+                        raise self._timeout_error() from None
                     raise
                 except Exception:
                     pass
@@ -413,8 +427,10 @@ class ConnectionPool:
         self.prepare_spare(options)
         task = self._spare_task
         if task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(task), wait)
+            # ``asyncio.wait`` neither raises when ``aclose()`` cancels the spare under us (a
+            # hang-up during session start: prewarm must not raise) nor cancels the spare
+            # when it times out; a cancellation of our caller still propagates.
+            await asyncio.wait({task}, timeout=wait)
             if task.done() and not task.cancelled() and task.exception() is None:
                 if self._spare_task is task:
                     self._spare_task = None
@@ -437,6 +453,10 @@ class ConnectionPool:
     @property
     def open_connections(self) -> int:
         return sum(1 for c in self._open if c.closed is None)
+
+    def reopen(self) -> None:
+        """Serve turns again after ``aclose()`` (a fresh client session is made on first use)."""
+        self._closed = False
 
     async def aclose(self) -> None:
         self._closed = True

@@ -9,6 +9,8 @@ from anything that might echo it.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "LMNTAuthError",
     "LMNTConnectionError",
@@ -18,6 +20,7 @@ __all__ = [
     "LMNTServerError",
     "LMNTTimeoutError",
     "redact",
+    "redact_url",
 ]
 
 
@@ -109,8 +112,69 @@ class LMNTProtocolError(LMNTError):
     """The server sent something the protocol does not allow (bad JSON, unknown message)."""
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Remove ``secret`` from ``text``: server messages and library errors may echo what we sent."""
-    if secret and len(secret) >= 4 and secret in text:
-        return text.replace(secret, "***")
+# A key shorter than this is masked only as a whole token where a key is carried (URL userinfo
+# and query, ``key=value``, headers, JSON fields), never as a part of other words: a short one
+# such as the keyless CLI's placeholder ``local`` is an ordinary word, and blanking it garbles
+# ``ws://localhost`` and ``unable to get local issuer certificate``.  Real LMNT keys are 32
+# characters.
+MIN_FREE_TEXT_KEY = 8
+_MASK = "***"
+# Characters that may be part of a key: a key is redacted only where it stands as a whole token,
+# so ``local`` never blanks part of ``localhost``.
+_TOKEN = r"[A-Za-z0-9_\-]"
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@?#'\"]+)@")
+_QUERY_VALUE = re.compile(r"(?P<head>[?&;][^=&\s#'\"?;]+=)(?P<value>[^&\s#'\";]+)")
+_KEYED_VALUE = re.compile(
+    r"(?P<head>\b(?:x-api-key|api[_-]?key|apikey|token|access[_-]?token|secret|password|passwd)"
+    r"\b[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;&}]+)",
+    re.IGNORECASE,
+)
+_AUTHORIZATION = re.compile(
+    r"(?P<head>\bauthorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)"
+    r"(?P<value>[^\s\"',;]+)",
+    re.IGNORECASE,
+)
+
+
+def _mask(match: re.Match[str]) -> str:
+    # Punctuation that ends a sentence or a clause is the message's, not the value's.
+    value = match.group("value")
+    tail = value[len(value.rstrip(":,.)]")) :] if value.rstrip(":,.)]") else ""
+    return match.group("head") + _MASK + tail
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to show: userinfo and every query value replaced by ``***``.
+
+    ``wss://user:pass@host/path?token=abc`` -> ``wss://***@host/path?token=***``: the reader
+    still sees which host and which parameters, never the credentials.
+    """
+    return redact(url)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """``text`` with every credential removed: server messages and library errors may echo what
+    we sent.
+
+    Whatever ``secret`` is, credentials where they are carried (URL userinfo and query values,
+    ``api_key=``/``token=``/``X-API-Key:``/``Authorization:`` values) are masked.  ``secret``
+    itself is masked wherever it occurs if it has at least ``MIN_FREE_TEXT_KEY`` characters;
+    a shorter one only as a whole token in a key's place (shorter keys are words: see the
+    constant).
+    """
+    if not text:
+        return text
+    text = _USERINFO.sub(lambda m: m.group("scheme") + _MASK + "@", text)
+    text = _QUERY_VALUE.sub(_mask, text)
+    text = _KEYED_VALUE.sub(_mask, text)
+    text = _AUTHORIZATION.sub(_mask, text)
+    if secret:
+        quoted = re.escape(secret)
+        if len(secret) >= MIN_FREE_TEXT_KEY:
+            # Anywhere, even glued into another token (a server may echo ``req_<key>``): eight
+            # or more characters of a key are not part of ordinary words.
+            text = text.replace(secret, _MASK)
+        else:
+            # Short: only as a value, where a key goes (``: local``, ``="local"``).
+            text = re.sub(rf"([:=]\s?[\"']?){quoted}(?!{_TOKEN})", rf"\g<1>{_MASK}", text)
     return text

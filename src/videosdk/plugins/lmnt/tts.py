@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 from videosdk.agents import TTS
 
-from .connection import ConnectionPool, ConnectionSettings, is_loopback
-from .errors import LMNTError, redact
+from .connection import ConnectionPool, ConnectionSettings
+from .errors import LMNTError, redact, redact_url
+from .hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
 from .protocol import (
     DEFAULT_WS_URL,
     FORMATS,
@@ -97,17 +98,40 @@ def _validate(opts: dict[str, Any]) -> None:
 
 
 def _check_url(url: Any, allow_insecure: bool) -> str:
+    """A ``ws://`` URL to a public host would send the key in clear text: refused unless asked.
+
+    The decision is on the literal host (see ``hosts``): private addresses and cluster-style
+    names pass, as does ``allow_insecure=True`` or ``LMNT_ALLOW_INSECURE=1`` (a deployment can
+    allow it without a code change).
+    """
     if not isinstance(url, str):
-        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {url!r}")
+        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {type(url).__name__}")
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"ws_url must be a ws:// or wss:// URL with a host, got {url!r}")
-    if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
         raise ValueError(
-            f"ws_url {url!r} is plain ws:// to a host that is not loopback: the API key would "
-            "travel unencrypted. Use wss://, or pass allow_insecure=True if this is intended."
+            f"ws_url must be a ws:// or wss:// URL with a host, got {redact_url(url)!r}"
+        )
+    insecure_ok = allow_insecure or insecure_allowed_by_env()
+    if parts.scheme == "ws" and not insecure_ok and not is_private_host(parts.hostname):
+        raise ValueError(
+            f"ws_url {redact_url(url)!r} is plain ws:// to a public host: the API key would "
+            "travel unencrypted. Use wss://, or, if this is intended, pass allow_insecure=True "
+            f"or set {INSECURE_ENV}=1 (ws:// to loopback, private addresses and single-label or "
+            ".local/.internal/.svc names is allowed without either)."
         )
     return url
+
+
+def _queued_samples(track: Any) -> int | None:
+    """Samples of audio waiting on the framework's track (queued and paused), if it can tell."""
+    rate = getattr(track, "sample_rate", None)
+    if not isinstance(getattr(track, "_samples_played", None), int) or not isinstance(rate, int):
+        return None
+    samples = getattr(track, "samples", rate // 50)
+    queued = len(getattr(track, "frame_buffer", ())) * samples
+    queued += len(getattr(track, "_paused_frames", ())) * samples
+    queued += len(getattr(track, "audio_data_buffer", b"")) // 2
+    return int(queued)
 
 
 def _playback_clock(track: Any) -> Callable[[], float] | None:
@@ -118,12 +142,9 @@ def _playback_clock(track: Any) -> Callable[[], float] | None:
     """
     played0 = getattr(track, "_samples_played", None)
     rate = getattr(track, "sample_rate", None)
-    if not isinstance(played0, int) or not isinstance(rate, int) or rate <= 0:
+    queued = _queued_samples(track)
+    if not isinstance(played0, int) or not isinstance(rate, int) or rate <= 0 or queued is None:
         return None
-    samples = getattr(track, "samples", rate // 50)
-    queued = len(getattr(track, "frame_buffer", ())) * samples
-    queued += len(getattr(track, "_paused_frames", ())) * samples
-    queued += len(getattr(track, "audio_data_buffer", b"")) // 2
 
     def played() -> float:
         return float(track._samples_played - played0 - queued) / rate
@@ -146,7 +167,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     * ``reuse_sessions``: with the typed API and a PCM/µ-law format, end each turn with a flush
       and keep the session for the next turn instead of reconnecting.
     * ``ssl``: an ``ssl.SSLContext`` (custom CA, client certs) and ``ca_file``: a CA bundle path.
-    * ``allow_insecure``: allow sending the key over plain ``ws://`` to a non-loopback host.
+    * ``allow_insecure``: allow sending the key over plain ``ws://`` to a public host (also
+      ``LMNT_ALLOW_INSECURE=1``); private and cluster hosts need neither.
     """
 
     PREWARM_WAIT = 2.0  # seconds prewarm() may hold up the session start
@@ -235,7 +257,13 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the framework; unused here
         self._first_chunk_sent = False
         self._turn: Turn | None = None
-        self._announcer: WordAnnouncer | None = None
+        # One per turn whose words are still to be heard: a turn's audio keeps playing after
+        # synthesize() returns, so a new turn must not end the previous one's announcements;
+        # only interrupt() and aclose() do.
+        self._announcers: set[WordAnnouncer] = set()
+        # Per track (by id): [foreign rate, foreign channels, our turns using it] while our
+        # turns have overridden another producer's input-format declaration.
+        self._format_claims: dict[int, list[Any]] = {}
         self._closed = False
         self._ws_url = url
         self._pool = ConnectionPool(
@@ -276,7 +304,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     def __repr__(self) -> str:
         return (
             f"LMNTTTS(voice={self.voice!r}, model={self.model!r}, format={self.format!r}, "
-            f"sample_rate={self.output_sample_rate}, ws_url={self.ws_url!r})"
+            f"sample_rate={self.output_sample_rate}, ws_url={redact_url(self.ws_url)!r})"
         )
 
     # -- options ---------------------------------------------------------------------------
@@ -308,12 +336,10 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     # -- framework hooks -------------------------------------------------------------------
 
     def reset_first_audio_tracking(self) -> None:
-        """Called by the framework before every turn: re-arm the first-audio callback and start
-        word state afresh."""
+        """Called by the framework before every turn: re-arm the first-audio callback.
+
+        Word announcements of a turn still playing go on (each turn has its own)."""
         self._first_chunk_sent = False
-        if self._announcer is not None:
-            self._announcer.stop()
-            self._announcer = None
 
     async def prewarm(self) -> None:
         """Open and initialise a connection now, so the first turn skips the handshake.
@@ -322,8 +348,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         ``PREWARM_WAIT`` seconds; a slower handshake finishes in the background): a failure here
         only costs the first turn a cold start.
         """
-        if self._closed:
-            return
+        self._reopen()
         try:
             await self._pool.warm(self._options(), self.PREWARM_WAIT)
         except Exception as exc:
@@ -336,11 +361,6 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         chunk = getattr(track, "chunk_size", None)
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0 or chunk % 2:
             chunk = rate // 50 * 2
-        declare = getattr(track, "set_input_format", None)
-        if callable(declare):
-            # Another provider may have declared a different rate on this shared track; ours is
-            # always the track's own, which makes its converter an identity.
-            declare(rate, 1)
 
         def pending() -> int | None:
             buf = getattr(track, "audio_data_buffer", None)
@@ -351,9 +371,16 @@ class LMNTTTS(TTS):  # type: ignore[misc]
 
         announcer: WordAnnouncer | None = None
         if self.supports_word_timestamps:
-            if self._announcer is not None:
-                self._announcer.stop()
-            announcer = self._announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
+            # Finished ones go; one still announcing a turn that is playing stays, but only
+            # for words whose audio is still on the track: what was cleared from it (or never
+            # pushed, the superseded turn) will never be heard.
+            self._announcers = {a for a in self._announcers if not a.idle}
+            queued = _queued_samples(track)
+            if queued is not None and isinstance(track.sample_rate, int):
+                for old in self._announcers:
+                    old.keep_within(queued / track.sample_rate)
+            announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
+            self._announcers.add(announcer)
 
         async def first_audio() -> None:
             if announcer is not None:
@@ -372,6 +399,43 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             on_words=announcer.add if announcer is not None else None,
         )
 
+    def _claim_input_format(self, track: Any) -> Callable[[], None]:
+        """Make the shared track take our PCM as it is, for our turns only; returns the undo.
+
+        Our audio is always at the track's own rate, so with no declaration (or a matching one)
+        the track's converter is an identity and nothing is declared.  Another producer (a
+        second TTS, a realtime model) may have declared its own rate and go on pushing audio
+        without declaring again: its declaration is put back when our last overlapping turn
+        ends (a turn superseded by the next must not restore it under that next turn).
+        """
+        declare = getattr(track, "set_input_format", None)
+        rate, channels = getattr(track, "sample_rate", None), getattr(track, "channels", 1)
+        if not callable(declare) or not isinstance(rate, int):
+            return lambda: None
+
+        def current() -> tuple[Any, Any]:
+            return getattr(track, "_input_sample_rate", None), getattr(track, "_input_channels", 1)
+
+        claim = self._format_claims.get(id(track))
+        if claim is None:
+            previous, previous_channels = current()
+            if previous is None or (previous, previous_channels or 1) == (rate, channels):
+                return lambda: None
+            claim = self._format_claims[id(track)] = [previous, previous_channels or 1, 0]
+        if current() != (rate, channels):
+            declare(rate, channels)
+        claim[2] += 1
+
+        def restore() -> None:
+            claim[2] -= 1
+            if claim[2] > 0:
+                return
+            self._format_claims.pop(id(track), None)
+            if current() == (rate, channels):  # unless someone declared meanwhile
+                declare(claim[0], claim[1])
+
+        return restore
+
     def _emit_word(self, word: str, cumulative: str) -> None:
         self.emit("word_spoken", {"word": word, "cumulative_text": cumulative})
 
@@ -387,7 +451,11 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         before any audio reached the track, so ``FallbackTTS`` can hand the same turn to the
         next provider; after audio started, emits ``"error"`` and returns.
         """
-        options = self._options(voice_id, **kwargs)
+        try:
+            options = self._options(voice_id, **kwargs)
+        except ValueError as exc:
+            self.emit("error", f"LMNT: {exc}")  # every failure is reported, not only raised
+            raise
         if isinstance(text, str) and not text.strip():
             return
         track = self.audio_track
@@ -395,8 +463,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             message = "LMNT: no audio track is set; the framework sets one before synthesis"
             self.emit("error", message)
             raise LMNTError(message)
-        if self._closed:
-            raise LMNTError("LMNT: synthesize() called after aclose()")
+        self._reopen()
         previous = self._turn
         if previous is not None:
             previous.interrupt()  # a new turn supersedes an unfinished one
@@ -415,6 +482,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             ),
         )
         self._turn = turn
+        restore_format = self._claim_input_format(track)
         try:
             await turn.run()
         except _AfterAudio as exc:
@@ -426,25 +494,40 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             self.emit("error", redact(str(exc), self._api_key))
             raise
         finally:
+            restore_format()
+            # A turn that got no word timings (it failed, or said nothing) has nothing to announce.
+            self._announcers = {a for a in self._announcers if not a.idle}
             if self._turn is turn:
                 self._turn = None
+
+    def _stop_announcers(self) -> None:
+        for announcer in list(self._announcers):
+            announcer.stop()
+        self._announcers.clear()
+
+    def _reopen(self) -> None:
+        """After ``aclose()`` the instance works again, as 1.0.30's did: the framework closes
+        every component in ``change_pipeline()`` and may hand the same instance back."""
+        if self._closed:
+            self._closed = False
+            self._pool.reopen()
 
     async def interrupt(self) -> None:
         """Stop the current turn at once; idempotent, and the next turn is unaffected."""
         turn = self._turn
         if turn is not None:
             turn.interrupt()
-        if self._announcer is not None:
-            self._announcer.stop()  # what was not heard is not announced
+        self._stop_announcers()  # what was not heard is not announced
         if self.audio_track is not None:
             self.audio_track.interrupt()
 
     async def aclose(self) -> None:
-        """Stop any turn and close every connection; idempotent."""
+        """Stop any turn and close every connection; idempotent.  A later ``synthesize()`` or
+        ``prewarm()`` opens connections again (the framework's ``change_pipeline()`` closes
+        every component, then may re-attach the same instance)."""
         if self._turn is not None:
             self._turn.interrupt()
-        if self._announcer is not None:
-            self._announcer.stop()
+        self._stop_announcers()
         if not self._closed:
             self._closed = True
             await self._pool.aclose()

@@ -332,7 +332,7 @@ class Turn:
                 sender.cancel()
             with contextlib.suppress(BaseException):
                 await sender
-            pipeline.close()
+            pipeline.close(wait=False)  # never join a decoder thread on the loop
             self.conn = None
             keep = reusable and not self.interrupted
             await self.pool.release(conn, reusable=keep)
@@ -491,7 +491,7 @@ class Turn:
                     self._owed_since = self._flow_anchor = None  # the flush was answered
                 decoded = pipeline.seconds_decoded
                 try:
-                    pcm = pipeline.feed(ev.data)
+                    pcm = await pipeline.afeed(ev.data)
                 except AudioDecodeError as exc:
                     self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
                 seconds = len(pcm) / 2 / self.sink.out_rate
@@ -547,7 +547,7 @@ class Turn:
 
     async def _finish_audio(self, pipeline: AudioPipeline, pad: bool = True) -> None:
         try:
-            await self._push(pipeline.flush())
+            await self._push(await pipeline.aflush())
         except AudioDecodeError as exc:
             self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
         if pad:

@@ -78,6 +78,10 @@ class WordAnnouncer:
     """
 
     POLL = 0.01
+    # Words still owed when playback has not moved for this long will never be heard (their
+    # audio was cleared from the track without an interrupt() reaching us): give up on them
+    # rather than poll forever.  Longer than any pause of the track for false-interrupt checks.
+    MAX_STALL = 10.0
 
     def __init__(
         self,
@@ -95,6 +99,11 @@ class WordAnnouncer:
     def spoken_text(self) -> str:
         return " ".join(self._spoken)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing left to announce and nothing announcing."""
+        return not self._queue and (self._task is None or self._task.done())
+
     def audio_started(self) -> None:
         if self._t0 is None:
             self._t0 = time.monotonic()
@@ -111,14 +120,28 @@ class WordAnnouncer:
         return 0.0 if self._t0 is None else time.monotonic() - self._t0
 
     async def _run(self) -> None:
+        last, moved_at = self._position(), time.monotonic()
         while self._queue:
             now = self._position()
-            while self._queue and self._queue[0].start <= now:
+            if now != last:
+                last, moved_at = now, time.monotonic()
+            elif time.monotonic() - moved_at > self.MAX_STALL:
+                self._queue.clear()
+                break
+            # Strictly after: a word is heard once a sample of it has left the track, and a
+            # turn interrupted before playing must announce nothing.
+            while self._queue and self._queue[0].start < now:
                 word = self._queue.pop(0)
                 self._spoken.append(word.text)
                 self._emit(word.text, self.spoken_text)
             if self._queue:
                 await asyncio.sleep(self.POLL)
+
+    def keep_within(self, seconds: float) -> None:
+        """Keep only words that start within ``seconds`` of audio from where playback is now:
+        the rest of this turn's audio is no longer on the track, so they will not be heard."""
+        limit = self._position() + seconds
+        self._queue = [w for w in self._queue if w.start < limit]
 
     def stop(self) -> None:
         """Drop words not yet heard (interrupt): the transcript keeps only what was played."""

@@ -27,6 +27,7 @@ __all__ = [
     "request_id",
 ]
 
+
 def request_id(request: web.Request) -> str:
     """A fresh ``req_…`` id for the ``request-id`` header (each request answers once)."""
     return f"req_{uuid.uuid4().hex}"

@@ -49,8 +49,8 @@ class HttpRoutes:
         encoders: EncoderPool | None = None,
         accounts: AccountBook | None = None,
     ) -> None:
-        self.accounts = accounts or AccountBook(config.max_tracked_keys)
-        self._encoders = encoders or EncoderPool()
+        self.accounts = AccountBook(config.max_tracked_keys) if accounts is None else accounts
+        self._encoders = EncoderPool() if encoders is None else encoders
         self._speech = SpeechRoutes(
             engine, config, api_keys, self._encoders, self.accounts.add_usage
         )

@@ -26,6 +26,10 @@ from .voice_ids import known_voice, unknown_voice_message
 
 __all__ = ["SpeechRoutes"]
 
+#: On HTTP, LMNT answered ``format=raw`` with an MP3 stream (measured, protocol notes section 8),
+#: and clients came to depend on it: LiveKit's plugin decodes ``raw`` replies as a container.
+#: The bytes are MP3 here too, labelled honestly as ``audio/mpeg``.
+_HTTP_CODEC = {"raw": "mp3"}
 #: Body fields checked by the codec; everything else LMNT accepted (``debug``...) is ignored.
 _CODEC_FIELDS = ("voice", "model", "language", "sample_rate", "temperature", "top_p", "seed")
 _NUMERIC = {"temperature": float, "top_p": float, "seed": int}
@@ -78,7 +82,9 @@ class SpeechRoutes:
         key = request.headers.get("X-API-Key", "")
         parsed = await self._parse(request, key)
         try:
-            encoder = make_encoder(parsed.fmt, parsed.params.sample_rate)
+            encoder = make_encoder(
+                _HTTP_CODEC.get(parsed.fmt, parsed.fmt), parsed.params.sample_rate
+            )
         except ValueError as exc:  # the encoder cannot do this format at this rate
             raise ApiError.invalid("sample_rate", str(exc)) from None
         self._usage(key, len(parsed.text))
@@ -124,7 +130,7 @@ class SpeechRoutes:
         except ApiError as exc:
             return exc.response(request)
         response = web.StreamResponse(
-            headers={"Content-Type": content_type(parsed.fmt), "request-id": request_id(request)}
+            headers={"Content-Type": content_type(encoder.fmt), "request-id": request_id(request)}
         )
         response.enable_chunked_encoding()
         await response.prepare(request)

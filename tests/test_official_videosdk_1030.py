@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
-from track_helpers import FlushMarker, aiter_of, make_track
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+
+from track_helpers import FlushMarker, aiter_of, make_track
 
 pytestmark = pytest.mark.asyncio
 

@@ -143,6 +143,7 @@ class LocalLMNTServer:
             raise
         self._runner = runner
         self._port = sock.getsockname()[1]
+        self._encoders.warm()
         log.info("local LMNT server on %s (engine %s)", self.http_url, self.engine.name)
 
     async def stop(self) -> None:

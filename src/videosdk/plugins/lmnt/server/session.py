@@ -42,11 +42,10 @@ from ..protocol import (
     split_complete_sentences,
 )
 from .config import ServerConfig, speech_units
-from .encoding import make_encoder
 from .engines import SpeechEngine
 from .faults import Faults, Wire
 from .record import SessionRecord
-from .stream import AudioStream, EncodeRunner, Frame
+from .stream import AudioStream, EncodeRunner, Frame, InlineEncoding
 from .voice_ids import known_voice, unknown_voice_message
 
 __all__ = ["Session", "key_allowed"]
@@ -124,7 +123,7 @@ class Session:
         usage: Callable[[str, int], None] | None = None,
     ) -> None:
         self._ws = ws
-        self._encoders = encoders
+        self._encoders: EncodeRunner = encoders if encoders is not None else InlineEncoding()
         self._usage = usage
         self._record = record
         self._engine = engine
@@ -235,7 +234,7 @@ class Session:
         if not known_voice(self._engine, init.voice):
             raise _Violation(unknown_voice_message(self._engine, init.voice), 1002)
         try:
-            encoder = make_encoder(init.format, init.sample_rate)
+            encoder = await self._encoders.make(init.format, init.sample_rate)
         except ValueError as exc:
             raise _Violation(f"format: {exc}", 1002) from None
         self._init = init

@@ -20,8 +20,9 @@ from ..protocol import InitError, InitRequest, has_lone_surrogate, is_typed, par
 from .api_errors import ApiError, api_version, refusal, request_id
 from .config import ServerConfig, speech_units
 from .encode_pool import EncoderPool
-from .encoding import HTTP_FORMATS, Encoder, content_type, make_encoder
+from .encoding import HTTP_FORMATS, content_type
 from .engines import SpeechEngine
+from .stream import StreamEncoder
 from .voice_ids import known_voice, unknown_voice_message
 
 __all__ = ["SpeechRoutes"]
@@ -78,20 +79,19 @@ class SpeechRoutes:
         app.router.add_post("/v1/ai/speech/bytes", self.speech_bytes)
         app.router.add_post("/v1/ai/speech", self.speech_detailed)
 
-    async def _prepare(self, request: web.Request) -> tuple[_Request, Encoder]:
+    async def _prepare(self, request: web.Request) -> tuple[_Request, StreamEncoder]:
         key = request.headers.get("X-API-Key", "")
         parsed = await self._parse(request, key)
         try:
-            encoder = make_encoder(
-                _HTTP_CODEC.get(parsed.fmt, parsed.fmt), parsed.params.sample_rate
-            )
+            codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
+            encoder = await self._encoders.make(codec, parsed.params.sample_rate)
         except ValueError as exc:  # the encoder cannot do this format at this rate
             raise ApiError.invalid("sample_rate", str(exc)) from None
         self._usage(key, len(parsed.text))
         return parsed, encoder
 
     async def _audio(
-        self, parsed: _Request, encoder: Encoder, words: list[_Word] | None = None
+        self, parsed: _Request, encoder: StreamEncoder, words: list[_Word] | None = None
     ) -> AsyncIterator[bytes]:
         """The encoded audio of the whole text, piece by piece; ``words`` collects timings."""
         params = parsed.params
@@ -129,8 +129,9 @@ class SpeechRoutes:
             parsed, encoder = await self._prepare(request)
         except ApiError as exc:
             return exc.response(request)
+        codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
         response = web.StreamResponse(
-            headers={"Content-Type": content_type(encoder.fmt), "request-id": request_id(request)}
+            headers={"Content-Type": content_type(codec), "request-id": request_id(request)}
         )
         response.enable_chunked_encoding()
         await response.prepare(request)

@@ -17,7 +17,7 @@ from typing import Protocol
 from ..protocol import WordSpan
 from .engines import WordTiming
 
-__all__ = ["AudioStream", "Frame", "StreamEncoder"]
+__all__ = ["AudioStream", "EncodeRunner", "Frame", "InlineEncoding", "StreamEncoder"]
 
 
 class StreamEncoder(Protocol):
@@ -35,7 +35,10 @@ class StreamEncoder(Protocol):
 
 
 class EncodeRunner(Protocol):
-    """Where encoder calls run (:class:`.encode_pool.EncoderPool`: off the loop when heavy)."""
+    """Where encoders are made and their calls run (:class:`.encode_pool.EncoderPool`: off
+    the event loop for the heavy codecs)."""
+
+    async def make(self, fmt: str, sample_rate: int) -> StreamEncoder: ...
 
     async def encode(self, encoder: StreamEncoder, pcm: bytes) -> bytes: ...
 
@@ -44,8 +47,13 @@ class EncodeRunner(Protocol):
     async def finish(self, encoder: StreamEncoder) -> bytes: ...
 
 
-class _Inline:
+class InlineEncoding:
     """Runs encoder calls right here, on the caller's thread."""
+
+    async def make(self, fmt: str, sample_rate: int) -> StreamEncoder:
+        from .encoding import make_encoder
+
+        return make_encoder(fmt, sample_rate)
 
     async def encode(self, encoder: StreamEncoder, pcm: bytes) -> bytes:
         return encoder.encode(pcm)
@@ -88,7 +96,7 @@ class AudioStream:
         runner: EncodeRunner | None = None,
     ) -> None:
         self._encoder = encoder
-        self._runner: EncodeRunner = runner or _Inline()
+        self._runner: EncodeRunner = runner or InlineEncoding()
         self._bytes_per_second = 2.0 * sample_rate
         self._frame_bytes = frame_bytes
         self._buf = bytearray()

@@ -11,10 +11,11 @@ Fairness: a job is at most ``slice_seconds`` of audio (longer chunks are cut), a
 has more than one job queued (its owner awaits each before the next), and each worker's queue
 is FIFO, so N busy sessions on a worker get a slice each in turn and none can starve another.
 
-The workers are shared by every server in the process (created on first use, ``spawn`` start
-method so no event-loop state is forked).  Where processes cannot be started (a daemonic
-process may not have children) encoders run on a thread pool instead.  Light encoders (PCM,
-µ-law, WAV) always run inline, where a hop would cost more than the work.
+The workers are shared by every server in the process (started with the first server, with
+the ``spawn`` method so no event-loop state is forked; daemonic, so they never delay an exit,
+and they end when their server process ends, however it ends).  Where processes cannot be
+started (a daemonic process may not have children) encoders run on one thread instead.  Light
+encoders (PCM, µ-law, WAV) always run inline, where a hop would cost more than the work.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import threading
-import time
 import weakref
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Final
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from typing import Any, Final
 
 from .encoding import Encoder, make_encoder
 from .stream import StreamEncoder
@@ -72,18 +76,66 @@ def _w_ready() -> int:
     return os.getpid()
 
 
-def _w_init() -> None:
-    """Make the worker end with its server process, even one killed with SIGKILL (the pool's
-    own shutdown never runs then, and an orphaned worker would wait forever for jobs)."""
-    parent = os.getppid()
+def _w_main(conn: Connection) -> None:
+    """A worker process: run jobs from the pipe until it closes (the server ended, even by
+    SIGKILL: the pipe's other end is gone then, so no worker outlives its server)."""
+    for _ in itertools.count():
+        try:
+            fn, args = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        try:
+            reply: tuple[bool, object] = (True, fn(*args))
+        except Exception as exc:
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return
 
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(0)
 
-    threading.Thread(target=watch, name="lmnt-encode-watch", daemon=True).start()
+class _ProcessExecutor(Executor):
+    """One daemonic worker process running jobs one at a time, in submission order.
+
+    Not a ``ProcessPoolExecutor``: that one is joined at interpreter exit, so a server asked
+    to stop waited for its workers (still starting, or busy); a daemonic process is simply
+    terminated, and its pump thread is a daemon thread.
+    """
+
+    def __init__(self, ctx: SpawnContext) -> None:
+        ours, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=_w_main, args=(theirs,), daemon=True, name="lmnt-encode")
+        self._proc.start()
+        theirs.close()
+        self._conn = ours
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._jobs = queue.SimpleQueue()
+        self._broken: BaseException | None = None
+        threading.Thread(target=self._pump, name="lmnt-encode-pump", daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _pump(self) -> None:
+        for _ in itertools.count():
+            future, fn, args = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            if self._broken is None:
+                try:
+                    self._conn.send((fn, args))
+                    ok, value = self._conn.recv()
+                except (EOFError, OSError) as exc:
+                    self._broken = RuntimeError(f"encoding worker process ended: {exc!r}")
+                else:
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                    continue
+            future.set_exception(self._broken)
 
 
 # -- the server side ---------------------------------------------------------------------------
@@ -139,8 +191,7 @@ class _Workers:
             if multiprocessing.current_process().daemon:
                 raise RuntimeError("daemonic processes may not start worker processes")
             for _ in range(count):
-                executor = ProcessPoolExecutor(1, mp_context=ctx, initializer=_w_init)
-                self.workers.append(_Worker(executor))
+                self.workers.append(_Worker(_ProcessExecutor(ctx)))
             self.processes = True
         except (OSError, RuntimeError, ValueError) as exc:
             for worker in self.workers:

@@ -183,6 +183,7 @@ class _Workers:
 
     _lock = threading.Lock()
     _shared: _Workers | None = None
+    _owner = 0  # pid that started _shared: a forked child must start its own workers
 
     def __init__(self, count: int) -> None:
         self.workers: list[_Worker] = []
@@ -205,7 +206,8 @@ class _Workers:
     @classmethod
     def shared(cls) -> _Workers:
         with cls._lock:
-            if cls._shared is None:
+            if cls._shared is None or cls._owner != os.getpid():
+                cls._owner = os.getpid()
                 # One core stays with the event loop (and the engine's thread).
                 cls._shared = cls(max(1, min(4, (os.cpu_count() or 1) - 1)))
             return cls._shared

@@ -83,3 +83,24 @@ def test_workers_end_when_the_server_process_is_killed() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+async def test_a_killed_worker_is_replaced() -> None:
+    """An encoding worker killed (OOM killer, operator) fails its own sessions with an error;
+    the next session gets a fresh worker instead of the same error forever."""
+    from videosdk.plugins.lmnt.server.encode_pool import _ProcessExecutor, _Workers
+
+    pool = EncoderPool()
+    victim = await pool.make("mp3", 24000)
+    assert isinstance(victim, RemoteEncoder)
+    executor = victim.worker.executor
+    if not isinstance(executor, _ProcessExecutor):
+        pytest.skip("encoding runs on a thread here (daemonic process)")
+    os.kill(executor._proc.pid, signal.SIGKILL)
+    executor._proc.join(5)
+    with pytest.raises(RuntimeError, match="worker process ended"):
+        await pool.encode(victim, bytes(4800))
+    fresh = await pool.make("mp3", 24000)
+    assert isinstance(fresh, RemoteEncoder) and fresh.worker.executor is not executor
+    assert len(await pool.encode(fresh, bytes(48000))) > 0
+    assert all(not getattr(w.executor, "broken", False) for w in _Workers.shared().workers)

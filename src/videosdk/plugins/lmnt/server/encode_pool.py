@@ -113,6 +113,11 @@ class _ProcessExecutor(Executor):
         self._broken: BaseException | None = None
         threading.Thread(target=self._pump, name="lmnt-encode-pump", daemon=True).start()
 
+    @property
+    def broken(self) -> bool:
+        """True once the process has ended (killed, crashed): every later job fails."""
+        return self._broken is not None or not self._proc.is_alive()
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
         self._jobs.put((future, fn, args))
@@ -213,6 +218,13 @@ class _Workers:
             return cls._shared
 
     def pick(self) -> _Worker:
+        """The least busy worker; one whose process has died is replaced first, so a killed
+        worker costs the sessions it held, not every session after it."""
+        for i, worker in enumerate(self.workers):
+            executor = worker.executor
+            if isinstance(executor, _ProcessExecutor) and executor.broken:
+                log.warning("local LMNT server: an encoding worker process ended; restarting it")
+                self.workers[i] = _Worker(_ProcessExecutor(multiprocessing.get_context("spawn")))
         return min(self.workers, key=lambda w: w.live)
 
     def warm(self) -> None:

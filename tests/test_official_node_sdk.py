@@ -1,8 +1,10 @@
 """The official TypeScript SDK ``lmnt-node`` 2.12, unmodified, run by Node.js against the server.
 
-``lmnt-node`` is installed from the npm registry once per machine into ``tests/.cache/node``
-(git-ignored by a ``.gitignore`` inside it); ``tests/node/lmnt_node_client.cjs`` makes every call
-the SDK offers, pointed at the local server with ``LMNT_BASE_URL``, and prints what came back.
+``lmnt-node`` is installed from the npm registry once per machine into the user's cache
+directory (``$XDG_CACHE_HOME`` or ``~/.cache``, ``videosdk-plugins-lmnt/lmnt-node``): outside the
+repository, so neither git nor a source distribution ever sees it;
+``tests/node/lmnt_node_client.cjs`` makes every call the SDK offers, pointed at the local server
+with ``LMNT_BASE_URL``, and prints what came back.
 Without Node.js or without the npm registry the tests are skipped, saying why.
 """
 
@@ -24,7 +26,11 @@ TONE = ToneEngine()
 KEY = "sesame-node"
 SDK = "lmnt-node@~2.12.0"
 HERE = Path(__file__).parent
-CACHE = HERE / ".cache" / "node"
+CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "videosdk-plugins-lmnt"
+    / "lmnt-node"
+)
 SCRIPT = HERE / "node" / "lmnt_node_client.cjs"
 
 
@@ -36,9 +42,11 @@ def node_modules() -> Path:
         pytest.skip("Node.js/npm not installed: the lmnt-node SDK cannot run")
     modules = CACHE / "node_modules"
     installed = modules / "lmnt-node" / "package.json"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE.parent / ".gitignore").write_text(
+        "# npm installs of tests/test_official_node_sdk.py\n*\n"
+    )
     if not installed.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        (CACHE / ".gitignore").write_text("*\n")
         (CACHE / "package.json").write_text('{"private": true}\n')
         try:
             subprocess.run(

@@ -419,7 +419,8 @@ class ServerProcess:
         spec = ServerSpec(
             self.spec.faults, self.spec.engine, self.spec.tls, self.spec.rtts, tuple(sys.path)
         )
-        self._proc = ctx.Process(target=_server_main, args=(spec, child), daemon=True)
+        # not daemonic: the server starts its own encoding worker processes
+        self._proc = ctx.Process(target=_server_main, args=(spec, child), daemon=False)
         self._proc.start()
         child.close()
         self._conn = parent

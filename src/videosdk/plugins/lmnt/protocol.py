@@ -57,9 +57,11 @@ __all__ = [
     "encode_error",
     "encode_extras",
     "encode_flush_complete",
+    "encode_interim_complete",
     "encode_ready",
     "encode_reset_complete",
     "encode_timestamps",
+    "has_lone_surrogate",
     "is_typed",
     "parse_init",
 ]
@@ -286,13 +288,27 @@ def _short(text: str, limit: int = 80) -> str:
 def _quote(msg: Any) -> str:
     """A bounded rendering of a peer's message for an error text.
 
-    Never raises: the peer's JSON may hold NaN or Infinity, which our own encoder refuses.
+    Never raises: the peer's JSON may hold NaN or Infinity, which our own encoder refuses, or
+    lone surrogates, which no UTF-8 frame can carry (escaped here).  An ``X-API-Key`` member
+    (a client re-sending its init frame) is masked: an error text is logged and sent back, and
+    a key must reach neither.
     """
+    if isinstance(msg, dict) and "X-API-Key" in msg:
+        msg = {**msg, "X-API-Key": "***"}
     try:
         text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
     except (TypeError, ValueError, RecursionError):
         text = repr(msg)
-    return _short(text)
+    return _short(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when ``text`` holds a lone surrogate (legal in JSON escapes, not in UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class ClientDecoder:
@@ -455,6 +471,11 @@ def parse_init(data: str | bytes) -> InitRequest:
         raise InitError("the first message must be valid JSON") from None
     if not isinstance(msg, dict):
         raise InitError("the first message must be a JSON object")
+    for name, value in msg.items():
+        if has_lone_surrogate(name) or (isinstance(value, str) and has_lone_surrogate(value)):
+            shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+            message = "Input should be a valid string without lone surrogates"
+            raise InitError(f"{_short(shown)}: {message}")
     hint = msg.get("lmnt-version")
     try:
         return _validate_init(msg)
@@ -609,6 +630,11 @@ def encode_flush_complete(nonce: int) -> str:
 
 def encode_reset_complete(nonce: int) -> str:
     return _dumps({"type": "reset_complete", "nonce": nonce})
+
+
+def encode_interim_complete(kind: Literal["flush", "reset"], nonce: int) -> str:
+    """The interim protocol's acknowledgement of ``{"command": kind, "nonce": N}``."""
+    return _dumps({"complete": kind, "nonce": nonce})
 
 
 ErrorType: TypeAlias = Literal[

@@ -20,7 +20,9 @@ from types import TracebackType
 from aiohttp import web
 
 from ..protocol import STREAM_PATH
+from .account import AccountBook
 from .config import ServerConfig
+from .encode_pool import EncoderPool
 from .engines import SpeechEngine, ToneEngine
 from .faults import Faults
 from .http import HttpRoutes, json_errors
@@ -53,8 +55,9 @@ class LocalLMNTServer:
     Use as ``async with LocalLMNTServer(...) as srv`` or ``await srv.start()`` /
     ``await srv.stop()``.  ``api_keys``: when non-empty, only these keys are accepted; when
     empty or None, any non-empty key is.  ``sessions`` lists one :class:`SessionRecord` per
-    WebSocket connection in order of arrival; ``faults`` may be replaced at any time and
-    applies to connections made afterwards.
+    WebSocket connection in order of arrival (the latest ``config.max_session_records``);
+    ``faults`` may be replaced at any time and applies to connections made afterwards.
+    ``accounts`` holds what the server counts per key (usage, starred voices, voice edits).
     """
 
     def __init__(
@@ -81,6 +84,8 @@ class LocalLMNTServer:
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._live: set[Session] = set()
+        self.accounts = AccountBook(self.config.max_tracked_keys)
+        self._encoders = EncoderPool()
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -125,7 +130,9 @@ class LocalLMNTServer:
             return
         app = web.Application(middlewares=[json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
-        HttpRoutes(self.engine, self.config, self.api_keys).add_to(app)
+        HttpRoutes(
+            self.engine, self.config, self.api_keys, encoders=self._encoders, accounts=self.accounts
+        ).add_to(app)
         add_playground(app, key_required=self.api_keys is not None)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
@@ -138,6 +145,7 @@ class LocalLMNTServer:
             raise
         self._runner = runner
         self._port = sock.getsockname()[1]
+        self._encoders.warm()
         log.info("local LMNT server on %s (engine %s)", self.http_url, self.engine.name)
 
     async def stop(self) -> None:
@@ -157,6 +165,7 @@ class LocalLMNTServer:
                     session.wire.abort()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runner.cleanup(), budget * 0.35)
+        self._encoders.close()
 
     # -- the WebSocket route ---------------------------------------------------------------
 
@@ -175,6 +184,9 @@ class LocalLMNTServer:
         await ws.prepare(request)
         record = SessionRecord(request_id=f"req_{uuid.uuid4().hex}")
         self.sessions.append(record)
+        excess = len(self.sessions) - self.config.max_session_records
+        if excess > 0:
+            del self.sessions[:excess]
         session = Session(
             ws,
             request,
@@ -183,6 +195,8 @@ class LocalLMNTServer:
             config=self.config,
             faults=faults,
             api_keys=self.api_keys,
+            encoders=self._encoders,
+            usage=self.accounts.add_usage,
         )
         self._live.add(session)
         try:

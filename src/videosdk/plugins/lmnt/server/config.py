@@ -45,10 +45,19 @@ class ServerConfig:
     shutdown_timeout: float = 2.0
     #: Server->client messages buffered per session before synthesis waits for the socket.
     outbox_size: int = 64
+    #: ``LocalLMNTServer.sessions`` keeps the records of this many latest connections (older
+    #: ones are forgotten), so a long-running server's memory does not grow with its traffic.
+    max_session_records: int = 1000
+    #: Characters of text one record keeps (``SessionRecord.texts_truncated`` beyond).
+    max_record_chars: int = 20_000
+    #: API keys whose usage, stars and voice edits are remembered (least recently used
+    #: forgotten first): bounded even when any key is accepted.
+    max_tracked_keys: int = 1024
 
     def __post_init__(self) -> None:
         positive = ("frame_bytes", "max_frame_bytes", "max_text_chars", "max_messages_per_second")
-        for name in (*positive, "max_http_text_chars", "max_unit_chars", "outbox_size"):
+        more = ("max_session_records", "max_record_chars", "max_tracked_keys")
+        for name in (*positive, "max_http_text_chars", "max_unit_chars", "outbox_size", *more):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerConfig.{name} must be > 0")
         for name in ("init_timeout", "close_timeout", "shutdown_timeout"):

@@ -96,6 +96,24 @@ class Encoder:
         self._finished = True
         return self._finish()
 
+    #: True for encoders whose work is heavy enough to leave the event loop (real codecs);
+    #: the identity, f32, µ-law and WAV encoders are a numpy call or a copy.
+    heavy: bool = False
+
+    def drain(self) -> tuple[bytes, int]:
+        """Everything the codec holds back, so the stream so far can be heard to its end.
+
+        Returns the bytes and how many samples of silence had to be fed to push the codec's
+        lookahead out (0 for formats that hold nothing back).  Encoding continues afterwards:
+        this is what a flush needs, where ``finish`` would end the stream.
+        """
+        if self._finished:
+            return b"", 0
+        return self._drain()
+
+    def _drain(self) -> tuple[bytes, int]:
+        return b"", 0
+
     def close(self) -> None:
         """Drop the stream without producing its tail; idempotent, safe after ``finish``."""
         if not self._finished:
@@ -234,11 +252,38 @@ class _CodecEncoder(Encoder):
     """Shared frame slicing for codecs that only accept fixed-size frames (all but the last)."""
 
     _sample_format: str = "s16"
+    #: Frames of silence a muxer needs after the last packet before it writes it out (a WebM
+    #: cluster is written when the next one starts).
+    _drain_extra_frames: int = 0
+    heavy = True
 
     def __init__(self, fmt: str, sample_rate: int) -> None:
         super().__init__(fmt, sample_rate)
         self._pending = bytearray()
         self._pts = 0
+        self._out_end = 0  # input sample up to which packets have come out of the codec
+
+    def _packet_out(self, packet: av.Packet) -> None:
+        if packet.pts is not None and packet.duration and packet.time_base is not None:
+            end = (packet.pts + packet.duration) * packet.time_base * self.sample_rate
+            self._out_end = max(self._out_end, int(end))
+
+    def _drain(self) -> tuple[bytes, int]:
+        target = self._pts + len(self._pending) // 2
+        if target <= self._out_end and not self._pending:
+            return self._output(), 0
+        step = self._frame_size()
+        padded = (-(len(self._pending) // 2)) % step
+        self._pending += bytes(2 * padded)
+        out = self._encode(b"")
+        silence = bytes(2 * step)
+        target += self._drain_extra_frames * step
+        for _ in range(64):  # a codec's lookahead is a few frames; bounded whatever happens
+            if self._out_end >= target:
+                break
+            out += self._encode(silence)
+            padded += step
+        return out, padded
 
     def _frame_size(self) -> int:
         raise NotImplementedError
@@ -311,6 +356,7 @@ class _Mp3Encoder(_CodecEncoder):
 
     def _encode_frame(self, frame: av.AudioFrame | None) -> None:
         for packet in self._ctx.encode(frame):
+            self._packet_out(packet)
             self._out += bytes(packet)
 
     def _output(self) -> bytes:
@@ -352,6 +398,7 @@ class _MuxedEncoder(_CodecEncoder):
 
     def _encode_frame(self, frame: av.AudioFrame | None) -> None:
         for packet in self._stream.encode(frame):
+            self._packet_out(packet)
             self._container.mux(packet)
 
     def _output(self) -> bytes:
@@ -387,6 +434,7 @@ class _WebmEncoder(_MuxedEncoder):
     _codec = "libopus"
     _bit_rate = _OPUS_BIT_RATE
     _container_options = {"live": "1", "cluster_time_limit": "0"}
+    _drain_extra_frames = 2
 
 
 class _AacEncoder(_MuxedEncoder):

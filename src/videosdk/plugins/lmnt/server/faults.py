@@ -173,8 +173,8 @@ class Wire:
     """The single way out of a session: an ordered outbox drained by one sender task.
 
     Producers (the synthesis worker) enqueue; the sender applies :class:`Faults` and writes to
-    the socket.  Messages tagged with a generation are dropped unsent when the session's
-    generation has moved on (a reset), which is how "drop audio not yet sent" is implemented.
+    the socket.  Messages tagged with a generation are dropped unsent once ``dropped`` says that
+    generation was reset, which is how "drop audio not yet sent" is implemented.
     ``fail`` and ``shutdown`` bypass the queue: an error or a shutdown must not wait behind
     audio.
     """
@@ -186,14 +186,14 @@ class Wire:
         record: SessionRecord,
         faults: Faults,
         *,
-        generation: Callable[[], int],
+        dropped: Callable[[int], bool],
         outbox_size: int,
     ) -> None:
         self._ws = ws
         self._abort = abort
         self._record = record
         self._faults = faults
-        self._generation = generation
+        self._dropped = dropped
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(outbox_size)
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -341,7 +341,7 @@ class Wire:
             return
 
     def _stale(self, item: _Item) -> bool:
-        return item.gen is not None and item.gen != self._generation()
+        return item.gen is not None and self._dropped(item.gen)
 
     async def _until(self, when: float) -> None:
         delay = when - self._loop.time()

@@ -24,6 +24,7 @@ class SessionRecord:
     init: dict[str, Any] | None = None
     version: str | None = None
     texts: list[str] = field(default_factory=list)
+    texts_truncated: bool = False
     commands: list[str] = field(default_factory=list)
     audio_bytes_sent: int = 0
     frames_sent: int = 0
@@ -39,6 +40,17 @@ class SessionRecord:
     def text(self) -> str:
         """All text the client sent, concatenated."""
         return "".join(self.texts)
+
+    def note_text(self, text: str, limit: int) -> None:
+        """Keep ``text`` while the record holds fewer than ``limit`` characters."""
+        kept = sum(len(t) for t in self.texts)
+        room = limit - kept
+        if len(text) <= room:
+            self.texts.append(text)
+        else:
+            if room > 0:
+                self.texts.append(text[:room])
+            self.texts_truncated = True
 
     def closed(self, by: Literal["server", "client"], code: int | None) -> None:
         """Note who ended the connection; only the first call counts."""

@@ -33,18 +33,20 @@ from ..protocol import (
     decode_client_message,
     encode_extras,
     encode_flush_complete,
+    encode_interim_complete,
     encode_ready,
     encode_reset_complete,
     encode_timestamps,
+    has_lone_surrogate,
     parse_init,
     split_complete_sentences,
 )
 from .config import ServerConfig, speech_units
-from .encoding import make_encoder
 from .engines import SpeechEngine
 from .faults import Faults, Wire
 from .record import SessionRecord
-from .stream import AudioStream, Frame
+from .stream import AudioStream, EncodeRunner, Frame, InlineEncoding
+from .voice_ids import known_voice, unknown_voice_message
 
 __all__ = ["Session", "key_allowed"]
 
@@ -77,11 +79,14 @@ class _Speak:
 @dataclass(frozen=True, slots=True)
 class _FlushMark:
     nonce: int | None
+    gen: int
+    typed: bool
 
 
 @dataclass(frozen=True, slots=True)
 class _ResetMark:
     nonce: int
+    gen: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +119,26 @@ class Session:
         config: ServerConfig,
         faults: Faults,
         api_keys: Collection[str] | None,
+        encoders: EncodeRunner | None = None,
+        usage: Callable[[str, int], None] | None = None,
     ) -> None:
         self._ws = ws
+        self._encoders: EncodeRunner = encoders if encoders is not None else InlineEncoding()
+        self._usage = usage
         self._record = record
         self._engine = engine
         self._config = config
         self._api_keys = api_keys
+        # Text since the last flush or reset is one "segment" (``_gen``).  A flush commits its
+        # segment (it will be spoken whatever comes next); a reset drops it, audio included.
         self._gen = 0
+        self._dropped: set[int] = set()
         self.wire = Wire(
             ws,
             _aborter(request),
             record,
             faults,
-            generation=lambda: self._gen,
+            dropped=self._dropped.__contains__,
             outbox_size=config.outbox_size,
         )
         self._init: InitRequest | None = None
@@ -209,7 +221,7 @@ class Session:
         if msg.type is not WSMsgType.TEXT:
             self._on_ended(msg.type, msg.data)
             return False
-        self._record.init = _masked(msg.data)
+        self._admit_size(msg.data)  # before parsing: a huge init is never decoded or kept
         try:
             init = parse_init(msg.data)
         except InitError as exc:
@@ -218,12 +230,17 @@ class Session:
         self.wire.version = self._record.version = init.version
         if not key_allowed(init.api_key, self._api_keys):
             raise _Violation("Invalid API key", 1002, "authentication_error")
+        self._record.init = _masked(msg.data)  # only an accepted key's frame is kept
+        if not known_voice(self._engine, init.voice):
+            raise _Violation(unknown_voice_message(self._engine, init.voice), 1002)
         try:
-            encoder = make_encoder(init.format, init.sample_rate)
+            encoder = await self._encoders.make(init.format, init.sample_rate)
         except ValueError as exc:
             raise _Violation(f"format: {exc}", 1002) from None
         self._init = init
-        self._stream = AudioStream(encoder, init.sample_rate, self._config.frame_bytes)
+        self._stream = AudioStream(
+            encoder, init.sample_rate, self._config.frame_bytes, self._encoders
+        )
         self.wire.start()
         if init.typed:
             await self.wire.text(encode_ready(self._record.request_id))
@@ -259,11 +276,16 @@ class Session:
                     await self.wire.halt()
                 return
 
+    def _admit_size(self, data: str) -> None:
+        limit = self._config.max_frame_bytes
+        if len(data) > limit or (
+            4 * len(data) > limit and len(data.encode("utf-8", "surrogatepass")) > limit
+        ):
+            raise _Violation(f"message too large: at most {limit} bytes", 1009)
+
     def _admit(self, data: str) -> None:
         """Per-message limits: frame size and message rate."""
-        limit = self._config.max_frame_bytes
-        if len(data) > limit or (4 * len(data) > limit and len(data.encode()) > limit):
-            raise _Violation(f"message too large: at most {limit} bytes", 1009)
+        self._admit_size(data)
         now = time.monotonic()
         arrivals = self._arrivals
         arrivals.append(now)
@@ -284,11 +306,17 @@ class Session:
             if isinstance(command, Eof):
                 self.wire.script_event("eof")
         if isinstance(command, Text):
+            if has_lone_surrogate(command.text):
+                raise _Violation(
+                    "text: Input should be a valid string without lone surrogates", 1007
+                )
             self._chars += len(command.text)
             if self._chars > self._config.max_text_chars:
                 limit = self._config.max_text_chars
                 raise _Violation(f"text limit exceeded: at most {limit} characters", 1008)
-            record.texts.append(command.text)
+            if self._usage is not None:
+                self._usage(self._init.api_key, len(command.text))
+            record.note_text(command.text, self._config.max_record_chars)
             record.commands.append("text")
             sentences, self._buffer = split_complete_sentences(
                 self._buffer + command.text, keep_whitespace=True
@@ -298,12 +326,18 @@ class Session:
         elif isinstance(command, Flush):
             record.commands.append("flush")
             self._speak(self._take_buffer())
-            self._queue.put_nowait(_FlushMark(command.nonce))
+            self._queue.put_nowait(_FlushMark(command.nonce, self._gen, self._init.typed))
+            self._gen += 1  # committed: a later reset no longer touches this text
         elif isinstance(command, Reset):
             record.commands.append("reset")
-            self._gen += 1  # audio of earlier generations is dropped, queued or not
+            # Only what was not flushed is dropped, queued or being spoken; the bound keeps
+            # the set small (entries that old have no audio left anywhere in the session).
+            self._dropped.add(self._gen)
+            if len(self._dropped) > 4096:
+                self._dropped.discard(min(self._dropped))
             self._buffer = ""
-            self._queue.put_nowait(_ResetMark(command.nonce))
+            self._queue.put_nowait(_ResetMark(command.nonce, self._gen))
+            self._gen += 1
         elif isinstance(command, Eof):
             record.commands.append("eof")
             self._eof = True
@@ -354,19 +388,30 @@ class Session:
             item = await self._queue.get()
             if isinstance(item, _Speak):
                 self._pending_units -= 1
-                if item.gen == self._gen:
+                if item.gen not in self._dropped:
                     await self._synthesize(item)
             elif isinstance(item, _FlushMark):
+                # The codec's held-back tail goes out now, so the acknowledgement really
+                # follows the end of the flushed audio (mp3 and webm hold some back).
+                for frame in await stream.drain():
+                    await self._send(frame, last=True, gen=item.gen, first=False)
                 self._origin = stream.fed
-                if init.typed and item.nonce is not None:
-                    await wire.text(encode_flush_complete(item.nonce))
+                if item.nonce is not None:
+                    await wire.text(
+                        encode_flush_complete(item.nonce)
+                        if item.typed
+                        else encode_interim_complete("flush", item.nonce)
+                    )
             elif isinstance(item, _ResetMark):
                 stream.drop()
                 self._origin = stream.fed
-                if init.typed:
-                    await wire.text(encode_reset_complete(item.nonce))
+                await wire.text(
+                    encode_reset_complete(item.nonce)
+                    if init.typed
+                    else encode_interim_complete("reset", item.nonce)
+                )
             else:
-                for frame in stream.finish():
+                for frame in await stream.finish():
                     await self._send(frame, last=True, gen=self._gen, first=False)
                 await wire.close()
                 return
@@ -382,9 +427,9 @@ class Session:
         )
         try:
             async for chunk in chunks:
-                if item.gen != self._gen:
+                if item.gen in self._dropped:
                     return  # reset: stop synthesizing what nobody wants
-                for frame in stream.feed(chunk.pcm, chunk.words, offset):
+                for frame in await stream.feed(chunk.pcm, chunk.words, offset):
                     if held is not None:
                         await self._send(held, last=False, gen=item.gen, first=first)
                         first = False

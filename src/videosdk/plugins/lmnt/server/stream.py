@@ -17,16 +17,52 @@ from typing import Protocol
 from ..protocol import WordSpan
 from .engines import WordTiming
 
-__all__ = ["AudioStream", "Frame", "StreamEncoder"]
+__all__ = ["AudioStream", "EncodeRunner", "Frame", "InlineEncoding", "StreamEncoder"]
 
 
 class StreamEncoder(Protocol):
     """What :mod:`.encoding`'s encoders offer; one per session so a container header (ulaw's
     WAV header, webm's EBML) goes out once at the start of the stream."""
 
+    sample_rate: int
+    heavy: bool
+
     def encode(self, pcm: bytes) -> bytes: ...
 
+    def drain(self) -> tuple[bytes, int]: ...
+
     def finish(self) -> bytes: ...
+
+
+class EncodeRunner(Protocol):
+    """Where encoders are made and their calls run (:class:`.encode_pool.EncoderPool`: off
+    the event loop for the heavy codecs)."""
+
+    async def make(self, fmt: str, sample_rate: int) -> StreamEncoder: ...
+
+    async def encode(self, encoder: StreamEncoder, pcm: bytes) -> bytes: ...
+
+    async def drain(self, encoder: StreamEncoder) -> tuple[bytes, int]: ...
+
+    async def finish(self, encoder: StreamEncoder) -> bytes: ...
+
+
+class InlineEncoding:
+    """Runs encoder calls right here, on the caller's thread."""
+
+    async def make(self, fmt: str, sample_rate: int) -> StreamEncoder:
+        from .encoding import make_encoder
+
+        return make_encoder(fmt, sample_rate)
+
+    async def encode(self, encoder: StreamEncoder, pcm: bytes) -> bytes:
+        return encoder.encode(pcm)
+
+    async def drain(self, encoder: StreamEncoder) -> tuple[bytes, int]:
+        return encoder.drain()
+
+    async def finish(self, encoder: StreamEncoder) -> bytes:
+        return encoder.finish()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +88,15 @@ class AudioStream:
     back waiting for the next one.
     """
 
-    def __init__(self, encoder: StreamEncoder, sample_rate: int, frame_bytes: int) -> None:
+    def __init__(
+        self,
+        encoder: StreamEncoder,
+        sample_rate: int,
+        frame_bytes: int,
+        runner: EncodeRunner | None = None,
+    ) -> None:
         self._encoder = encoder
+        self._runner: EncodeRunner = runner or InlineEncoding()
         self._bytes_per_second = 2.0 * sample_rate
         self._frame_bytes = frame_bytes
         self._buf = bytearray()
@@ -64,25 +107,39 @@ class AudioStream:
         self._credited = 0.0  # stream time up to which output bytes account for the audio
         self.fed = 0.0  # stream seconds of PCM handed to the encoder
 
-    def feed(self, pcm: bytes, words: Iterable[WordTiming], offset: float) -> list[Frame]:
+    async def feed(self, pcm: bytes, words: Iterable[WordTiming], offset: float) -> list[Frame]:
         """Encode ``pcm``; ``words`` are timed from ``offset`` (the stream time of its unit)."""
         self._words.extend(WordSpan(w.text, offset + w.start, w.duration) for w in words)
+        data = await self._runner.encode(self._encoder, pcm)
         self.fed += len(pcm) / self._bytes_per_second
-        self._push(self._encoder.encode(pcm))
+        self._push(data)
         return self._cut(final=False)
 
     def end_unit(self) -> list[Frame]:
         """Everything encoded so far, the last frame possibly short."""
         return self._cut(final=True)
 
-    def finish(self) -> list[Frame]:
+    async def drain(self) -> list[Frame]:
+        """A flush: everything fed so far, including what the codec held back.
+
+        The silence a codec needs to let go of its lookahead is counted as stream time, so
+        timings of later audio stay true to what the client hears.
+        """
+        data, padded = await self._runner.drain(self._encoder)
+        self.fed += 2 * padded / self._bytes_per_second
+        self._push(data)
+        return self._words_to_last(self._cut(final=True))
+
+    async def finish(self) -> list[Frame]:
         """End of the stream: the codec's tail, and any words not yet given to a frame."""
-        self._push(self._encoder.finish())
-        frames = self._cut(final=True)
+        self._push(await self._runner.finish(self._encoder))
+        return self._words_to_last(self._cut(final=True))
+
+    def _words_to_last(self, frames: list[Frame]) -> list[Frame]:
         if self._words and frames:
             last = frames[-1]
             frames[-1] = Frame(last.data, last.start, last.end, (*last.words, *self._words))
-        self._words.clear()
+            self._words.clear()
         return frames
 
     def drop(self) -> None:

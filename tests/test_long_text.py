@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_FILE = ROOT / "tests" / "data" / "acts-kjv.txt"
 FAST_TONE = ToneEngine(seconds_per_char=0.0005)
 LIMIT = ServerConfig().max_text_chars  # the local server's per-session text limit
+# Session records keep only 20 000 characters by default (bounded memory); these tests read
+# back every word a session received, so its record keeps as much as a session may send.
+RECORDING = ServerConfig(max_record_chars=LIMIT)
 FLUSH = object()
 
 
@@ -156,7 +159,7 @@ async def test_chapter_through_synthesize_with_an_iterator_of_sentences(version:
     turns, so the budget carries over: a second turn goes on in a fresh session as needed."""
     text = chapter()
     assert len(text) >= 100_000
-    server = await start_local_server(engine=FAST_TONE)
+    server = await start_local_server(config=RECORDING, engine=FAST_TONE)
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url, protocol_version=version, sample_rate=8000)
     track = make_track()
     tts.audio_track = track
@@ -186,7 +189,7 @@ async def test_a_reused_session_moves_on_when_its_budget_is_spent() -> None:
     """Typed sessions serve many turns; their text adds up on the server's per-session count."""
     text = chapter()
     half = text[: text.rindex(". ", 0, SESSION_TEXT_BUDGET * 2 // 3) + 1]
-    server = await start_local_server(engine=FAST_TONE)
+    server = await start_local_server(config=RECORDING, engine=FAST_TONE)
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url, protocol_version="1.1", sample_rate=8000)
     track = make_track()
     tts.audio_track = track
@@ -211,7 +214,7 @@ async def test_chapter_through_agent_session_say() -> None:
     string (before: one oversized message and a traceback out of ``on_enter``)."""
     text = chapter()
     loop = asyncio.get_running_loop()
-    server = await start_local_server(engine=FAST_TONE)
+    server = await start_local_server(config=RECORDING, engine=FAST_TONE)
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url, sample_rate=8000)
     pipeline = Pipeline(tts=tts)
     track = CustomAudioStreamTrack(loop)
@@ -249,7 +252,7 @@ async def test_chapter_through_the_cli(tmp_path: Path) -> None:
     """``lmnt-local say`` as a user runs it (a fresh interpreter, the text on stdin), against a
     server on loopback; the WAV holds the whole chapter."""
     text = chapter()
-    server = await start_local_server(engine=FAST_TONE)
+    server = await start_local_server(config=RECORDING, engine=FAST_TONE)
     out = tmp_path / "chapter.wav"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
     try:
@@ -280,7 +283,9 @@ async def test_a_rate_limited_turn_is_retried_later_without_a_burst(
     error = json.dumps({"type": "error", "error": {"type": "rate_limit_error",
                                                     "message": "rate limit exceeded"}})  # fmt: skip
     server = await start_local_server(
-        engine=FAST_TONE, faults=Faults(script=(error,), script_after="text", close_code=1008)
+        config=RECORDING,
+        engine=FAST_TONE,
+        faults=Faults(script=(error,), script_after="text", close_code=1008),
     )
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url, protocol_version="1.1",
                   warm_connection=False, retry_backoff=0.01)  # fmt: skip
@@ -335,7 +340,7 @@ async def test_word_times_run_on_across_the_sessions_of_a_turn(
 
     monkeypatch.setattr(words_module.WordAnnouncer, "add", recording_add)
     items = sentences(chapter()[:2000])
-    server = await start_local_server(engine=FAST_TONE)
+    server = await start_local_server(config=RECORDING, engine=FAST_TONE)
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url, protocol_version=version,
                   word_timestamps=True, sample_rate=16000)  # fmt: skip
     track = make_track()

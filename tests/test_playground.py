@@ -20,7 +20,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
 from videosdk.plugins.lmnt.testing import make_tls_contexts
 
 from browser_helpers import chromium_page, find_chromium
@@ -296,7 +296,10 @@ async def test_a_text_beyond_one_frame_is_sent_whole_and_stop_ends_the_turn() ->
     text = " ".join(["word"] * 14_000)
     engine = ToneEngine(seconds_per_char=0.001)
     async with (
-        LocalLMNTServer(engine=engine, faults=Faults(pace=1.0)) as srv,
+        # The record keeps every character (20 000 by default: bounded memory).
+        LocalLMNTServer(
+            engine=engine, faults=Faults(pace=1.0), config=ServerConfig(max_record_chars=80_000)
+        ) as srv,
         chromium_page(CHROMIUM or "") as (page, log),
     ):
         await page.goto(srv.http_url + "/")

@@ -18,15 +18,17 @@ from aiohttp import web
 from ..protocol import InitError, InitRequest, parse_init
 from .config import ServerConfig, speech_units
 from .encoding import HTTP_FORMATS, content_type, make_encoder
-from .engines import SpeechEngine
+from .engines import LanguageError, SpeechEngine, check_request
 from .session import key_allowed
 
 __all__ = ["HttpRoutes", "json_errors"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Body fields checked by the codec; everything else LMNT accepted (``debug``...) is ignored.
-_CODEC_FIELDS = ("voice", "model", "language", "sample_rate", "temperature", "top_p", "seed")
-_NUMERIC = {"temperature": float, "top_p": float, "seed": int}
+_CODEC_FIELDS = (
+    "voice", "model", "language", "sample_rate", "temperature", "top_p", "seed", "speed",
+)  # fmt: skip
+_NUMERIC = {"temperature": float, "top_p": float, "seed": int, "speed": float}
 
 
 @web.middleware
@@ -114,6 +116,8 @@ class HttpRoutes:
                     voice=params.voice,
                     language=params.language,
                     sample_rate=params.sample_rate,
+                    speed=params.speed,
+                    seed=params.seed,
                 )
                 try:
                     async for chunk in chunks:
@@ -152,6 +156,10 @@ class HttpRoutes:
             params = parse_init(json.dumps({"X-API-Key": key, **fields}))
         except InitError as exc:
             raise _Invalid(str(exc).split(":", 1)[0], str(exc)) from None
+        try:
+            check_request(self._engine, params.voice, params.language)
+        except LanguageError as exc:
+            raise _Invalid("language", str(exc)) from None
         return text, fmt, params
 
 

@@ -41,7 +41,7 @@ from ..protocol import (
 )
 from .config import ServerConfig, speech_units
 from .encoding import make_encoder
-from .engines import SpeechEngine
+from .engines import LanguageError, SpeechEngine, check_request
 from .faults import Faults, Wire
 from .record import SessionRecord
 from .stream import AudioStream, Frame
@@ -222,6 +222,10 @@ class Session:
             encoder = make_encoder(init.format, init.sample_rate)
         except ValueError as exc:
             raise _Violation(f"format: {exc}", 1002) from None
+        try:
+            check_request(self._engine, init.voice, init.language)
+        except LanguageError as exc:
+            raise _Violation(str(exc), 1002) from None
         self._init = init
         self._stream = AudioStream(encoder, init.sample_rate, self._config.frame_bytes)
         self.wire.start()
@@ -378,7 +382,12 @@ class Session:
         held: Frame | None = None
         first = True
         chunks = self._engine.synthesize(
-            item.text, voice=init.voice, language=init.language, sample_rate=init.sample_rate
+            item.text,
+            voice=init.voice,
+            language=init.language,
+            sample_rate=init.sample_rate,
+            speed=init.speed,
+            seed=init.seed,
         )
         try:
             async for chunk in chunks:

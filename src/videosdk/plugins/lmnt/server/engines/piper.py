@@ -308,6 +308,12 @@ class _Pool:
                 future.set_exception(exc)
 
 
+#: One pool per size for the whole process: engines (a server's, a CLI's, a test's) share the
+#: cores instead of each adding threads that would outlive them.
+_POOLS: dict[int, _Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
 class PiperEngine:
     """Natural speech from Piper voices; LMNT's voice names map to the best installed voice.
 
@@ -336,7 +342,6 @@ class PiperEngine:
             raise ValueError("workers must be >= 1")
         self._loaded: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
-        self._pool: _Pool | None = None
 
     # -- voices ----------------------------------------------------------------------------
 
@@ -406,10 +411,11 @@ class PiperEngine:
         self._start_pool()
 
     def _start_pool(self) -> _Pool:
-        with self._load_lock:
-            if self._pool is None:
-                self._pool = _Pool(self._workers)
-            return self._pool
+        with _POOLS_LOCK:
+            pool = _POOLS.get(self._workers)
+            if pool is None:
+                pool = _POOLS[self._workers] = _Pool(self._workers)
+            return pool
 
     def _voice(self, voice_id: str) -> _Loaded:
         loaded = self._loaded.get(voice_id)

@@ -256,15 +256,15 @@ async def test_start_loads_the_engine_off_the_loop_before_it_returns() -> None:
             "and chose three of them.",
             "The committee reviewed every single proposal ",
         ),
-        (  # nothing to cut at: after ten words
+        (  # nothing to cut at: after eight words
             "One two three four five six seven eight nine ten eleven twelve thirteen fourteen "
             "fifteen.",
-            "One two three four five six seven eight nine ten ",
+            "One two three four five six seven eight ",
         ),
         (
             "Prices rose 3,000 percent in one two three four five six seven eight nine ten "
             "eleven years.",
-            "Prices rose 3,000 percent in one two three four five ",
+            "Prices rose 3,000 percent in one two three ",
         ),
     ],
 )

@@ -73,15 +73,15 @@ def _shuffled(pcm: bytes) -> bytes:
 async def test_neural_speech_is_intelligible_and_garbled_speech_is_not(piper_engine: Any) -> None:
     audios = await _speak_all(piper_engine, SHORT)
     assert_intelligible(SHORT, audios, SHORT_BOUND)
-    for garble in (_reversed, _shuffled):
+    for garble in (_reversed, _shuffled):  # two sentences each keep the default run short
         with pytest.raises(AssertionError, match="word error rate"):
-            assert_intelligible(SHORT, [garble(a) for a in audios], SHORT_BOUND)
+            assert_intelligible(SHORT[:2], [garble(a) for a in audios[:2]], SHORT_BOUND)
 
 
 async def test_a_tone_is_not_speech() -> None:
-    audios = await _speak_all(ToneEngine(), SHORT[:2])
+    audios = await _speak_all(ToneEngine(), SHORT[:1])
     with pytest.raises(AssertionError, match="word error rate"):
-        assert_intelligible(SHORT[:2], audios, SHORT_BOUND)
+        assert_intelligible(SHORT[:1], audios, SHORT_BOUND)
 
 
 @pytest.mark.slow

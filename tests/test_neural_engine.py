@@ -282,3 +282,24 @@ def test_phoneme_owners_follow_words_through_context_changes() -> None:
     assert owners == sorted(owners)
     assert owners[spoken.index("ð")] == 1 and owners[-1] == 2 and owners[0] == 0
     assert phoneme_owners(spoken, []) == [-1] * len(spoken)
+
+
+def test_serve_with_a_missing_voice_directory_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videosdk.plugins.lmnt.cli import main
+
+    missing = tmp_path / "nope"
+    assert main(["serve", "--port", "0", "--voices", str(missing)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == f"lmnt-local: Piper voice directory {str(missing)!r} does not exist"
+
+
+def test_voices_lists_brought_voices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("piper")
+    from videosdk.plugins.lmnt.server.engines import make_engine
+
+    engine = make_engine("neural", voice_dirs=[_voice_dir(tmp_path)])
+    ids = [v.id for v in engine.voices()]
+    assert ids[:7] == ["ava", "leah", "lily", "amy", "elowen", "morgan", "ansel"]
+    assert set(ids[7:]) == {"en_US-joe-medium", "de_DE-test-medium"}

@@ -9,6 +9,7 @@ rates.  Errors are FastAPI-shaped like LMNT's: 404 ``{"detail": "Not Found"}``, 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -18,7 +19,7 @@ from aiohttp import web
 from ..protocol import InitError, InitRequest, parse_init
 from .config import ServerConfig, speech_units
 from .encoding import HTTP_FORMATS, content_type, make_encoder
-from .engines import LanguageError, SpeechEngine, check_request
+from .engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
 from .session import key_allowed
 
 __all__ = ["HttpRoutes", "json_errors"]
@@ -109,8 +110,12 @@ class HttpRoutes:
         )
         response.enable_chunked_encoding()
         await response.prepare(request)
+        audio = 0.0  # seconds of audio written, and when the first was: the engine's
+        first: float | None = None  # scheduling hint (PLAYBACK_LEAD), as on the WebSocket
         try:
             for unit in speech_units(text, self._config.max_unit_chars):
+                lead = 0.0 if first is None else max(0.0, audio - (time.monotonic() - first))
+                PLAYBACK_LEAD.set(lead)
                 chunks = self._engine.synthesize(
                     unit,
                     voice=params.voice,
@@ -121,6 +126,8 @@ class HttpRoutes:
                 )
                 try:
                     async for chunk in chunks:
+                        audio += len(chunk.pcm) / (2 * params.sample_rate)
+                        first = time.monotonic() if first is None else first
                         data = encoder.encode(chunk.pcm)
                         if data:
                             await response.write(data)

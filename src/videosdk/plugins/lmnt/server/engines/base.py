@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +18,7 @@ __all__ = [
     "LMNT_VOICES",
     "MAX_SPEED",
     "MIN_SPEED",
+    "PLAYBACK_LEAD",
     "EngineChunk",
     "LanguageError",
     "SpeechEngine",
@@ -38,6 +40,12 @@ def check_speed(speed: float) -> float:
     if not MIN_SPEED <= speed <= MAX_SPEED:
         raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}")
     return float(speed)
+
+
+#: Seconds of audio the caller already holds beyond what has played (how long it can wait for
+#: more), set by the server around each ``synthesize`` call.  Engines that share a pool among
+#: sessions schedule by it: the session closest to running dry (a new one: 0) goes first.
+PLAYBACK_LEAD: ContextVar[float] = ContextVar("lmnt_playback_lead", default=0.0)
 
 
 class LanguageError(ValueError):

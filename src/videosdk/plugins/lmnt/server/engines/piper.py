@@ -9,8 +9,9 @@ by piece: sentences, and a long sentence cut after its first clause (:mod:`.text
 audio comes after the shortest useful piece.  Inference runs in :class:`_Pool`, a few threads
 (one per core) each running onnxruntime with one intra-op thread (measured best for many
 sessions; onnxruntime releases the GIL), never on the event loop.  Every call keeps at most one
-piece in the pool, and a call's first piece goes ahead of other calls' later pieces, so a long
-text cannot starve a new session's first sentence.
+piece in the pool, and the pool serves the piece whose listener would run out of audio first
+(the server tells how much each session holds, :data:`.base.PLAYBACK_LEAD`), so a long text,
+already seconds ahead, cannot starve a new session's first sentence.
 
 Word timings come from the model's own phoneme durations (``piper-tts[alignment]`` patches the
 model in memory to output them) mapped back onto the words of the original text
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,7 +44,15 @@ from piper import PiperVoice
 from piper.config import PiperConfig
 from piper.const import BOS, EOS, PAD
 
-from .base import LMNT_VOICES, EngineChunk, LanguageError, VoiceInfo, WordTiming, check_speed
+from .base import (
+    LMNT_VOICES,
+    PLAYBACK_LEAD,
+    EngineChunk,
+    LanguageError,
+    VoiceInfo,
+    WordTiming,
+    check_speed,
+)
 from .text import CONTROL_CHARS, first_clause_split, phoneme_owners, split_sentences, word_spans
 
 __all__ = ["PiperEngine", "PiperVoiceFile", "find_voices"]
@@ -273,11 +283,13 @@ def _word_times(
 
 
 class _Pool:
-    """A fixed set of inference threads taking jobs by (rank, arrival): rank 0 (a call's
-    first piece: someone is waiting for their first audio) before rank 1 (the rest)."""
+    """A fixed set of inference threads taking the job with the earliest deadline first: the
+    monotonic time at which its session's listener would run out of audio.  A new session
+    (nothing to play: deadline now) goes ahead of sessions that hold seconds of audio, and a
+    session that fell behind (deadline past) ahead of everyone."""
 
     def __init__(self, workers: int) -> None:
-        self._heap: list[tuple[int, int, Callable[[], Any], Future[Any]]] = []
+        self._heap: list[tuple[float, int, Callable[[], Any], Future[Any]]] = []
         self._ready = threading.Condition()
         self._order = itertools.count()
         self._threads = [
@@ -287,10 +299,10 @@ class _Pool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, rank: int, job: Callable[[], Any]) -> Future[Any]:
+    def submit(self, deadline: float, job: Callable[[], Any]) -> Future[Any]:
         future: Future[Any] = Future()
         with self._ready:
-            heapq.heappush(self._heap, (rank, next(self._order), job, future))
+            heapq.heappush(self._heap, (deadline, next(self._order), job, future))
             self._ready.notify()
         return future
 
@@ -457,16 +469,22 @@ class PiperEngine:
         def job(piece: str) -> _Rendered:
             return self._voice(target).render(piece, speed, seed, sample_rate)
 
-        pending: Future[_Rendered] | None = pool.submit(0, lambda: job(pieces[0]))
+        # When the listener runs dry: the audio it holds, plus what this call has made so far.
+        runs_dry = time.monotonic() + PLAYBACK_LEAD.get()
+        pending: Future[_Rendered] | None = pool.submit(runs_dry, lambda: job(pieces[0]))
         offset = 0.0
         index = 0
         try:
             while pending is not None:
                 rendered: _Rendered = await asyncio.wrap_future(pending)
                 index += 1
+                seconds = rendered.pcm.size / sample_rate
                 # The next piece renders while this one is on its way to the client.
                 pending = (
-                    pool.submit(1, lambda piece=pieces[index]: job(piece))  # type: ignore[misc]
+                    pool.submit(
+                        runs_dry + offset + seconds,
+                        lambda piece=pieces[index]: job(piece),  # type: ignore[misc]
+                    )
                     if index < len(pieces)
                     else None
                 )
@@ -475,7 +493,7 @@ class PiperEngine:
                         WordTiming(w.text, offset + w.start, w.duration) for w in rendered.words
                     )
                     yield EngineChunk(rendered.pcm.tobytes(), words)
-                    offset += rendered.pcm.size / sample_rate
+                    offset += seconds
         finally:
             if pending is not None:
                 pending.cancel()

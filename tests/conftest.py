@@ -19,3 +19,17 @@ pytest_plugins = ["videosdk.plugins.lmnt.testing"]
 @pytest.fixture(autouse=True)
 def _quiet_framework_logs() -> None:
     logging.getLogger("videosdk.agents").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def piper_engine() -> object:
+    """One loaded Piper engine for the whole run (loading costs ~0.6 s and ~300 MB).
+
+    Skipped where Piper is not installed: the ``[test]`` extra installs it, so CI runs these.
+    """
+    pytest.importorskip("piper", reason="the neural engine needs the [neural] extra")
+    from videosdk.plugins.lmnt.server.engines import PiperEngine
+
+    engine = PiperEngine()
+    engine.load()
+    return engine

@@ -142,7 +142,8 @@ def _dominant_frequencies(pcm: bytes, seconds: float = 0.05) -> npt.NDArray[np.f
 
 
 def _assert_speech(pcm: bytes, words: int) -> None:
-    """Speech of ``words`` words at espeak's default pace, loud, and nothing like a tone."""
+    """Speech of ``words`` words at a talker's pace (espeak's 175 wpm, Piper joe's ~180), loud,
+    and nothing like a tone."""
     start, end = active_span(pcm, RATE)
     wpm = words / (end - start) * 60
     assert 150 <= wpm <= 215, f"{words} words in {end - start:.2f} s = {wpm:.0f} wpm"
@@ -162,12 +163,15 @@ def _assert_speech(pcm: bytes, words: int) -> None:
 def test_say_writes_speech_from_the_embedded_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The default engine: the best installed, Piper's joe voice with the [test] extra (it
+    speaks at ~180 wpm, as espeak does, so the same pace bounds hold)."""
     out = tmp_path / "hello.wav"
     assert main(["say", PARAGRAPH, "-o", str(out)]) == 0
     pcm = _read_wav(out)
     _assert_speech(pcm, len(PARAGRAPH.split()))
     assert len(pcm) // 2 % FRAME == 0
     err = capsys.readouterr().err
+    assert "speech engine: neural (Piper; voices en_US-joe-medium)" in err
     assert f"wrote {out}" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == [out], "no temporary file left behind"
 
@@ -228,11 +232,14 @@ async def test_wav_holds_all_the_audio_the_server_sent(tmp_path: Path) -> None:
 
 def test_long_text_from_stdin_shows_progress_and_speaks(tmp_path: Path) -> None:
     out = tmp_path / "long.wav"
-    result = _cli("say", "-o", str(out), stdin=LONG_TEXT + "\n")
+    # espeak: ~1 minute of speech in well under a second (the neural default would take
+    # seconds of CPU; test_say_writes_speech_from_the_embedded_server covers the default).
+    result = _cli("say", "-o", str(out), "--engine", "espeak", stdin=LONG_TEXT + "\n")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     words = len(LONG_TEXT.split())
-    assert lines[0] == (
+    assert lines[0] == "lmnt-local: speech engine: espeak"  # the engine is named first
+    assert lines[1] == (
         f"lmnt-local: speaking {len(LONG_TEXT):,} characters ({words:,} words) "
         "via the embedded local server"
     )
@@ -427,6 +434,16 @@ async def test_failure_mid_stream_is_an_error_not_a_short_wav(
 def test_voices_of_the_embedded_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["voices"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    # The default engine is the neural one ([test] installs Piper and its one, male, voice):
+    # LMNT's Ava is spoken by it, and the list says so rather than pretending.
+    assert lines[0].split()[:2] == ["ava", "male"]
+    assert "en_US-joe-medium" in lines[0] and "no female voice" in lines[0]
+    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "en_US-joe-medium"}
+
+
+def test_voices_of_the_espeak_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["voices", "--engine", "espeak"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["ava", "female"]
     assert {line.split()[0] for line in lines} >= {"ava", "morgan"}
 
@@ -462,7 +479,7 @@ async def test_voices_with_a_wrong_key_are_refused(capsys: pytest.CaptureFixture
         (["--port", "http"], "not a port number"),
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--api-key", " "], "cannot be empty"),
-        (["--engine", "neural"], "invalid choice: 'neural'"),
+        (["--engine", "kokoro"], "invalid choice: 'kokoro'"),
     ],
 )
 def test_serve_bad_options_exit_2(

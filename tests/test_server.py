@@ -503,7 +503,7 @@ async def test_eof_then_close_is_abandon(server: LocalLMNTServer) -> None:
 
 @bounded(20)
 async def test_default_engine_speaks() -> None:
-    async with LocalLMNTServer() as srv:  # espeak-ng when available, else the tone
+    async with LocalLMNTServer() as srv:  # the best installed: neural, espeak, else the tone
         run = await converse(srv.ws_url, typed(), {"type": "text", "text": "Hello."},
                              {"type": "finish"})  # fmt: skip
     assert run.close_code == 1000 and len(run.audio) > 4800  # > 0.1 s of speech

@@ -39,7 +39,7 @@ __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Speech", "main", "speak", "
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT / SIGTERM, as shells report them
 TRACK_RATE = 24000  # what the framework's CustomAudioStreamTrack plays, so what the WAV holds
-ENGINES = ("auto", "espeak", "tone")
+ENGINES = ("auto", "neural", "espeak", "tone")
 #: Placeholder key for servers that accept any non-empty key (the embedded one, a keyless
 #: ``lmnt-local serve``): a real key is never sent where it is not needed.
 LOCAL_KEY = "local"
@@ -156,8 +156,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="speech engine: espeak-ng speech, or the 440 Hz test tone "
-        "(default auto: espeak when installed)",
+        help="speech engine: neural (Piper), espeak-ng, or the 440 Hz test tone "
+        "(default auto: the best one installed, in that order)",
+    )
+    serve.add_argument(
+        "--voices",
+        action="append",
+        type=Path,
+        default=[],
+        dest="voice_dirs",
+        metavar="DIR",
+        help="directory of Piper voices (NAME.onnx + NAME.onnx.json), repeatable: each "
+        "becomes voice id NAME of the neural engine",
     )
 
     say = sub.add_parser(
@@ -263,25 +273,36 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 # -- engines and servers -----------------------------------------------------------------------
 
 
-def _engine(name: str, quiet: bool = False) -> Any:
-    """The engine for an embedded or served server; ``auto`` falls back to the tone, loudly."""
-    from .server.engines import ToneEngine
+def _engine(
+    name: str, quiet: bool = False, voice_dirs: Sequence[Path] = (), announce: bool = True
+) -> Any:
+    """The engine for an embedded or served server, named on stderr (``announce``, unless
+    ``quiet``): ``auto`` is the best installed one (neural, espeak-ng, then the tone, with a
+    hint)."""
+    from .server.engines import EngineUnavailable, make_engine
 
-    if name == "tone":
-        return ToneEngine()
-    from .server.espeak import EspeakEngine
-
-    if name == "espeak" or EspeakEngine.available():
-        try:
-            return EspeakEngine()
-        except RuntimeError as exc:  # no library, or one that does not initialise
-            raise CLIError(str(exc)) from None
+    try:
+        engine = make_engine(name, voice_dirs=voice_dirs)
+    except (EngineUnavailable, RuntimeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
     if not quiet:
-        _note(
-            "espeak-ng is not installed, using the 440 Hz tone engine; for speech, "
-            "install the 'local' extra: pip install 'espeakng-loader>=0.2.4,<0.3'"
-        )
-    return ToneEngine()
+        if engine.name == "tone" and name == "auto":
+            _note(
+                "no speech engine is installed, using the 440 Hz tone engine "
+                "(for speech, from a checkout: pip install \".[local]\")"
+            )
+        elif announce:
+            _note(f"speech engine: {_describe_engine(engine)}")
+    return engine
+
+
+def _describe_engine(engine: Any) -> str:
+    if engine.name != "neural":
+        return str(engine.name)
+    voices = [v for v in engine.voices() if "alias" not in v.tags]
+    if voices:
+        return f"neural (Piper; voices {', '.join(v.id for v in voices)})"
+    return str(engine.name)
 
 
 def _tls_reason(exc: BaseException, args: argparse.Namespace) -> str:
@@ -333,7 +354,7 @@ async def _serve(args: argparse.Namespace) -> int:
             ctx.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise CLIError(f"cannot load --tls-cert/--tls-key: {_tls_reason(exc, args)}") from None
-    engine = _engine(args.engine)
+    engine = _engine(args.engine, voice_dirs=args.voice_dirs, announce=False)
     server = LocalLMNTServer(
         engine=engine,
         host=args.host,
@@ -359,7 +380,7 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"Playground on {http_url}/", flush=True)
         keys = f"{len(server.api_keys)} API key(s)" if server.api_keys else "any non-empty API key"
         _note(
-            f"engine {engine.name}, accepting {keys}; point an agent at it with "
+            f"engine {_describe_engine(engine)}, accepting {keys}; point an agent at it with "
             f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM stops it"
         )
         await stop.wait()
@@ -883,13 +904,14 @@ async def _voices(args: argparse.Namespace) -> int:
     else:
         from .server import LocalLMNTServer
 
-        async with LocalLMNTServer(engine=_engine(args.engine), port=0) as server:
+        async with LocalLMNTServer(engine=_engine(args.engine, quiet=True), port=0) as server:
             voices = await _fetch_voices(server.http_url, LOCAL_KEY, None)
     if args.json:
         print(json.dumps(voices, indent=2))
         return EXIT_OK
+    width = max([10, *(len(str(v.get("id", "?"))) for v in voices)])  # Piper ids are long
     for v in voices:
-        print(f"{v.get('id', '?'):<10} {v.get('gender', ''):<7} {v.get('description', '')}")
+        print(f"{v.get('id', '?'):<{width}} {v.get('gender', ''):<7} {v.get('description', '')}")
     return EXIT_OK
 
 

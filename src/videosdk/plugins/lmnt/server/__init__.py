@@ -15,7 +15,7 @@ from .faults import Faults
 from .record import SessionRecord
 
 if TYPE_CHECKING:
-    from .espeak import EspeakEngine
+    from .engines.espeak import EspeakEngine
 
 __all__ = [
     "LMNT_VOICES",
@@ -36,7 +36,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # espeak's module loads ctypes bindings; import it only when someone asks for it.
     if name == "EspeakEngine":
-        from .espeak import EspeakEngine
+        from .engines.espeak import EspeakEngine
 
         return EspeakEngine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from ..protocol import STREAM_PATH
 from .account import AccountBook
 from .config import ServerConfig
 from .encode_pool import EncoderPool
-from .engines import SpeechEngine, ToneEngine
+from .engines import SpeechEngine, best_engine, load_engine
 from .faults import Faults
 from .http import HttpRoutes, json_errors
 from .playground import add_playground
@@ -36,17 +36,10 @@ log = logging.getLogger("videosdk.plugins.lmnt.server")
 
 
 def default_engine() -> SpeechEngine:
-    """espeak-ng when a library is available (real speech), else the test tone."""
-    try:
-        from .espeak import EspeakEngine
-    except ImportError:  # pragma: no cover - the module ships with the package
-        log.info("local LMNT server: espeak engine not importable; using the tone engine")
-        return ToneEngine()
-    if EspeakEngine.available():
-        log.info("local LMNT server: using the espeak-ng engine")
-        return EspeakEngine()
-    log.info("local LMNT server: espeak-ng not found; using the tone engine")
-    return ToneEngine()
+    """The best installed engine: Piper (neural), else espeak-ng, else the test tone."""
+    engine = best_engine()
+    log.info("local LMNT server: using the %s engine", engine.name)
+    return engine
 
 
 class LocalLMNTServer:
@@ -128,6 +121,9 @@ class LocalLMNTServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
+        # The model loads before the port opens (off the loop: it takes ~0.6 s for Piper), so
+        # "started" means ready to speak at full speed, and a load failure stops start().
+        await asyncio.to_thread(load_engine, self.engine)
         app = web.Application(middlewares=[json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(

@@ -42,7 +42,7 @@ from ..protocol import (
     split_complete_sentences,
 )
 from .config import ServerConfig, speech_units
-from .engines import SpeechEngine
+from .engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
 from .faults import Faults, Wire
 from .record import SessionRecord
 from .stream import AudioStream, EncodeRunner, Frame, InlineEncoding
@@ -151,6 +151,7 @@ class Session:
         self._eof = False
         self._arrivals: deque[float] = deque()
         self._origin = 0.0  # 1.2: stream time timestamps count from (last flush/reset)
+        self._first_audio_at: float | None = None  # monotonic time of the first audio frame
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -237,6 +238,10 @@ class Session:
             encoder = await self._encoders.make(init.format, init.sample_rate)
         except ValueError as exc:
             raise _Violation(f"format: {exc}", 1002) from None
+        try:
+            check_request(self._engine, init.voice, init.language)
+        except LanguageError as exc:
+            raise _Violation(str(exc), 1002) from None
         self._init = init
         self._stream = AudioStream(
             encoder, init.sample_rate, self._config.frame_bytes, self._encoders
@@ -422,8 +427,17 @@ class Session:
         offset = stream.fed
         held: Frame | None = None
         first = True
+        lead = 0.0  # how long the client can play what it has: the engine's scheduling hint
+        if self._first_audio_at is not None:
+            lead = max(0.0, stream.fed - (time.monotonic() - self._first_audio_at))
+        lead_token = PLAYBACK_LEAD.set(lead)
         chunks = self._engine.synthesize(
-            item.text, voice=init.voice, language=init.language, sample_rate=init.sample_rate
+            item.text,
+            voice=init.voice,
+            language=init.language,
+            sample_rate=init.sample_rate,
+            speed=init.speed,
+            seed=init.seed,
         )
         try:
             async for chunk in chunks:
@@ -435,6 +449,7 @@ class Session:
                         first = False
                     held = frame
         finally:
+            PLAYBACK_LEAD.reset(lead_token)
             aclose: Callable[[], Any] | None = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -457,6 +472,8 @@ class Session:
         elif not init.typed and init.return_extras:
             empty = last and not self._buffer.strip() and self._pending_units == 0
             before = encode_extras(_relative(frame.words, frame.start), empty)
+        if self._first_audio_at is None:
+            self._first_audio_at = time.monotonic()
         await self.wire.audio(
             frame.data, frame.seconds, before=before, after=after, gen=gen, unit_first=first
         )

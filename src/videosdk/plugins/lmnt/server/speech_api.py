@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from .api_errors import ApiError, api_version, refusal, request_id
 from .config import ServerConfig, speech_units
 from .encode_pool import EncoderPool
 from .encoding import HTTP_FORMATS, content_type
-from .engines import SpeechEngine
+from .engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
 from .stream import StreamEncoder
 from .voice_ids import known_voice, unknown_voice_message
 
@@ -32,8 +33,10 @@ __all__ = ["SpeechRoutes"]
 #: The bytes are MP3 here too, labelled honestly as ``audio/mpeg``.
 _HTTP_CODEC = {"raw": "mp3"}
 #: Body fields checked by the codec; everything else LMNT accepted (``debug``...) is ignored.
-_CODEC_FIELDS = ("voice", "model", "language", "sample_rate", "temperature", "top_p", "seed")
-_NUMERIC = {"temperature": float, "top_p": float, "seed": int}
+_CODEC_FIELDS = (
+    "voice", "model", "language", "sample_rate", "temperature", "top_p", "seed", "speed",
+)  # fmt: skip
+_NUMERIC = {"temperature": float, "top_p": float, "seed": int, "speed": float}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +99,22 @@ class SpeechRoutes:
         """The encoded audio of the whole text, piece by piece; ``words`` collects timings."""
         params = parsed.params
         offset = 0.0
-        for unit in speech_units(parsed.text, self._config.max_unit_chars):
+        first: float | None = None  # when the first audio went out: the engine's scheduling
+        for unit in speech_units(parsed.text, self._config.max_unit_chars):  # hint, as on WS
+            lead = 0.0 if first is None else max(0.0, offset - (time.monotonic() - first))
+            PLAYBACK_LEAD.set(lead)
             chunks = self._engine.synthesize(
-                unit, voice=params.voice, language=params.language, sample_rate=params.sample_rate
+                unit,
+                voice=params.voice,
+                language=params.language,
+                sample_rate=params.sample_rate,
+                speed=params.speed,
+                seed=params.seed,
             )
             samples = 0
             try:
                 async for chunk in chunks:
+                    first = time.monotonic() if first is None else first
                     if words is not None:
                         words.extend(
                             _Word(w.text, offset + w.start, w.duration) for w in chunk.words
@@ -203,6 +215,10 @@ class SpeechRoutes:
             raise ApiError.invalid(str(exc).split(":", 1)[0], str(exc)) from None
         if not known_voice(self._engine, params.voice):
             raise ApiError.invalid("voice", unknown_voice_message(self._engine, params.voice))
+        try:
+            check_request(self._engine, params.voice, params.language)
+        except LanguageError as exc:
+            raise ApiError.invalid("language", str(exc)) from None
         return _Request(text, fmt, params, body)
 
 

@@ -1,0 +1,134 @@
+"""The model-free text front-end the engines share: sentences, clauses, and words.
+
+Engines speak a sentence at a time so the first one can be on the wire while later ones are
+made; a neural engine also cuts a long sentence after its first clause, because it renders a
+whole piece before any of its audio exists.  Words are whitespace tokens of the original text
+("42", "Dr.", "$5" stay one word each), whatever the engine makes of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from difflib import SequenceMatcher
+
+__all__ = [
+    "CONTROL_CHARS",
+    "first_clause_split",
+    "phoneme_owners",
+    "split_sentences",
+    "word_spans",
+]
+
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_WORD = re.compile(r"\S+")
+
+_ABBREVIATIONS = frozenset(
+    # not "no": "I said no. Then..." ends a sentence far more often than "No. 5" continues one
+    "mr mrs ms dr prof st jr sr vs etc e.g i.e fig mt approx dept".split()
+)
+_CLOSERS = r"[\"'\u2019\u201d)\]\u300d\u300f]*"  # quotes and brackets after a terminator
+_SENTENCE_END = re.compile(
+    r"[.!?\u2026]+" + _CLOSERS + r"\s+"  # Latin-style: needs a following space ("3.5" stays)
+    r"|[\u3002\uff01\uff1f]+" + _CLOSERS + r"\s*"  # CJK full stop, !, ?: no space needed
+    r"|\s*\n\s*"  # line breaks end a sentence too
+)
+_LAST_WORD = re.compile(r"(\S+)$")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Cut ``text`` where a listener hears a sentence end, so each piece can be spoken alone.
+
+    espeak puts the same pause after a lone sentence (ENDPAUSE) as between two sentences of one
+    text, so speaking piece by piece costs no naturalness and lets the first piece out early.
+    Abbreviations ("Dr. Smith") and initials ("J. Smith") do not end a sentence.
+    """
+    pieces: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        head = text[start : match.start()]
+        if match.group(0)[:1] == ".":
+            last = _LAST_WORD.search(head)
+            word = last.group(1).lower().lstrip("(\"'\u201c\u2018") if last else ""
+            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+                continue
+        piece = text[start : match.end()].strip()
+        if piece:
+            pieces.append(piece)
+        start = match.end()
+    tail = text[start:].strip()
+    if tail:
+        pieces.append(tail)
+    return pieces
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the words (whitespace tokens) of ``text``."""
+    return [m.span() for m in _WORD.finditer(text)]
+
+
+# A clause ends at , ; : or a dash followed by a space; "3,000" and "a:b" do not split.
+_CLAUSE_END = re.compile(r"(?:[,;:]|\s[\u2013\u2014-])\s+|[\u2013\u2014]\s*")
+_JOINERS = frozenset("and but or so because which that while although when where who".split())
+
+
+def first_clause_split(sentence: str, *, min_words: int = 3, max_words: int = 8) -> list[str]:
+    """``sentence`` as [first part, rest] when it is long, else ``[sentence]``.
+
+    Eight words are about 2 s of speech, which Piper renders in ~110 ms of one core: the first
+    audio of any sentence stays near the 150 ms goal while the rest renders as it plays.
+
+    The first part ends at the first clause boundary after ``min_words`` words and within
+    ``max_words``; failing one, before a joining word ("and", "which"...), failing that after
+    ``max_words`` words.  Pieces are exact slices: their concatenation is ``sentence``.
+    """
+    spans = word_spans(sentence)
+    if len(spans) <= max_words + min_words:
+        return [sentence]
+    cut = None
+    for match in _CLAUSE_END.finditer(sentence):
+        words_before = sum(1 for s, _ in spans if s < match.start())
+        if words_before > max_words:
+            break
+        if words_before >= min_words:
+            cut = match.end()
+            break
+    if cut is None:
+        for i in range(max_words, min_words - 1, -1):
+            start, _ = spans[i]
+            if sentence[start : spans[i][1]].lower().strip(",.;:") in _JOINERS:
+                cut = start
+                break
+    if cut is None:
+        cut = spans[max_words][0]
+    return [sentence[:cut], sentence[cut:]]
+
+
+def phoneme_owners(spoken: Sequence[str], words: Sequence[Sequence[str]]) -> list[int]:
+    """For each phoneme of ``spoken`` (a whole piece's phonemes), the index of the word it
+    belongs to, given ``words``: the phonemes of each word said alone.
+
+    The phonemizer reads a piece in context ("for the" becomes one reduced "fɚðə", "$42.50"
+    six words), so the two sequences differ; they are aligned as strings and every phoneme
+    that does not match takes the word of the phoneme before it.  Owners never decrease, so
+    the word times built from them are monotonic.  Empty ``words``: all ``-1``.
+    """
+    reference: list[str] = []
+    owner_of: list[int] = []
+    for index, phonemes in enumerate(words):
+        for phoneme in phonemes:
+            if not phoneme.isspace():
+                reference.append(phoneme)
+                owner_of.append(index)
+    owners = [-1] * len(spoken)
+    if not owner_of:
+        return owners
+    matcher = SequenceMatcher(None, list(spoken), reference, autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        for k in range(size):
+            owners[a + k] = owner_of[b + k]
+    current = 0
+    for i, owner in enumerate(owners):
+        current = max(current, owner)
+        owners[i] = current
+    return owners

@@ -82,8 +82,14 @@ async def _first_audio(http: aiohttp.ClientSession, url: str) -> float:
     return float("nan")
 
 
-async def measure(sessions: int, seconds: float, timeout: float = 120.0) -> LagResult:
-    """One load run against a fresh server process; see the module docstring."""
+async def measure(
+    sessions: int, seconds: float, timeout: float = 120.0, probe_after: float = 1.0
+) -> LagResult:
+    """One load run against a fresh server process; see the module docstring.
+
+    The new session starts ``probe_after`` seconds into the load (always before the loop ends,
+    so a load that finishes early cannot leave it unmeasured).
+    """
     text = SENTENCE * max(1, round(seconds / 2.55))
     server = common.ServerProcess(common.ServerSpec())
     with server as info:
@@ -100,14 +106,16 @@ async def measure(sessions: int, seconds: float, timeout: float = 120.0) -> LagR
             ttfa = float("nan")
             idle_until = t0 + (3.0 if not load else 0.0)  # 0 sessions: the idle floor, 3 s
             async with asyncio.timeout(timeout):
-                for i in range(int(timeout * 10)):
-                    if all(t.done() for t in load) and time.perf_counter() > idle_until:
+                for _ in range(int(timeout * 10)):
+                    probed = ttfa == ttfa  # not NaN
+                    done = all(t.done() for t in load) and time.perf_counter() > idle_until
+                    if done and probed:
                         break
                     h0 = time.perf_counter()
                     async with http.get(http_url + "/health_check") as resp:
                         await resp.read()
                     health.append(time.perf_counter() - h0)
-                    if i == 10:
+                    if not probed and (done or time.perf_counter() - t0 >= probe_after):
                         ttfa = await _first_audio(http, info.ws_url)
                     await asyncio.sleep(0.1)
                 results = await asyncio.gather(*load)

@@ -55,7 +55,12 @@ def _closed_port() -> int:
 
 
 def _one_line(err: str) -> str:
-    lines = err.strip().splitlines()
+    """The one error line; the engine announcement before it is progress, not an error."""
+    lines = [
+        line
+        for line in err.strip().splitlines()
+        if not line.startswith("lmnt-local: speech engine:")
+    ]
     assert len(lines) == 1, err
     return lines[0]
 

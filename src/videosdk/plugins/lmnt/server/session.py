@@ -43,6 +43,7 @@ from .config import ServerConfig, speech_units
 from .encoding import make_encoder
 from .engines import SpeechEngine
 from .faults import Faults, Wire
+from .observe import SessionHooks
 from .record import SessionRecord
 from .stream import AudioStream, Frame
 
@@ -114,8 +115,11 @@ class Session:
         config: ServerConfig,
         faults: Faults,
         api_keys: Collection[str] | None,
+        hooks: SessionHooks | None = None,
     ) -> None:
         self._ws = ws
+        self._hooks = hooks or SessionHooks()
+        self._busy_item = False  # the worker is running an item
         self._record = record
         self._engine = engine
         self._config = config
@@ -139,6 +143,7 @@ class Session:
         self._eof = False
         self._arrivals: deque[float] = deque()
         self._origin = 0.0  # 1.2: stream time timestamps count from (last flush/reset)
+        self._send_wait = 0.0  # seconds the current unit waited for the outbox (not engine time)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class Session:
             await self._violation(exc)
         except Exception:
             log.exception("session %s: internal error", self._record.request_id)
+            self._hooks.error("internal_server_error")
             await self._stop_worker()
             await self.wire.fail("internal server error", "internal_server_error", 1011)
         finally:
@@ -160,6 +166,8 @@ class Session:
                 if self._worker is not None:
                     self._worker.cancel()
                 self.wire.cancel()
+                self._hooks.closed(self._pending_units)
+                self._pending_units = 0
                 self._record.ended_at = time.monotonic()
                 self._record.done.set()
 
@@ -177,6 +185,21 @@ class Session:
     def done(self) -> bool:
         return self._record.done.is_set()
 
+    @property
+    def busy(self) -> bool:
+        """Mid-turn: a drain waits for this session; an idle one is closed (1001) at once.
+
+        A legacy session is one turn, so it is busy from its first text to its end; a typed
+        session is busy while it holds unflushed text, queued work or unsent messages.
+        """
+        if self.done or self._init is None or self.wire.closing:
+            return False
+        if self._eof or (not self._init.typed and self._record.texts):
+            return True
+        return bool(
+            self._buffer.strip() or self._busy_item or not self._queue.empty() or self.wire.backlog
+        )
+
     async def shutdown(self, code: int = 1001) -> None:
         """Server stop: end synthesis and close with ``code`` (1001, going away)."""
         await self._stop_worker()
@@ -190,6 +213,7 @@ class Session:
                 await worker
 
     async def _violation(self, exc: _Violation) -> None:
+        self._hooks.error(exc.error_type)
         log.info(
             "session %s: protocol error (close %d): %s", self._record.request_id, exc.code, exc
         )
@@ -218,6 +242,9 @@ class Session:
         self.wire.version = self._record.version = init.version
         if not key_allowed(init.api_key, self._api_keys):
             raise _Violation("Invalid API key", 1002, "authentication_error")
+        refusal = self._hooks.opened(init.api_key)
+        if refusal is not None:
+            raise _Violation(refusal, 1008, "rate_limit_error")
         try:
             encoder = make_encoder(init.format, init.sample_rate)
         except ValueError as exc:
@@ -244,8 +271,14 @@ class Session:
     # -- the reader ------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        idle = self._config.idle_timeout
         while True:
-            msg = await self._ws.receive()
+            try:
+                msg = await self._ws.receive(timeout=idle)
+            except TimeoutError:
+                if self.busy:
+                    continue  # the client waits for audio: that is not idleness
+                raise _Violation(f"session idle for {idle:g} s", 1008) from None
             if msg.type is WSMsgType.TEXT:
                 self._admit(msg.data)
                 if not self._eof:
@@ -288,6 +321,13 @@ class Session:
             if self._chars > self._config.max_text_chars:
                 limit = self._config.max_text_chars
                 raise _Violation(f"text limit exceeded: at most {limit} characters", 1008)
+            wait = self._hooks.text(len(command.text))
+            if wait is not None:
+                raise _Violation(
+                    f"character rate limit exceeded for this API key; retry in {wait:g} s",
+                    1008,
+                    "rate_limit_error",
+                )
             record.texts.append(command.text)
             record.commands.append("text")
             sentences, self._buffer = split_complete_sentences(
@@ -296,15 +336,18 @@ class Session:
             for sentence in sentences:
                 self._speak(sentence)
         elif isinstance(command, Flush):
+            self._hooks.turn_end()
             record.commands.append("flush")
             self._speak(self._take_buffer())
             self._queue.put_nowait(_FlushMark(command.nonce))
         elif isinstance(command, Reset):
+            self._hooks.turn_end()
             record.commands.append("reset")
             self._gen += 1  # audio of earlier generations is dropped, queued or not
             self._buffer = ""
             self._queue.put_nowait(_ResetMark(command.nonce))
         elif isinstance(command, Eof):
+            self._hooks.turn_end()
             record.commands.append("eof")
             self._eof = True
             self._speak(self._take_buffer())
@@ -317,6 +360,7 @@ class Session:
     def _speak(self, text: str) -> None:
         for unit in speech_units(text, self._config.max_unit_chars):
             self._pending_units += 1
+            self._hooks.queued(1)
             self._queue.put_nowait(_Speak(unit, self._gen))
 
     def _on_ended(self, kind: WSMsgType, data: Any) -> None:
@@ -345,15 +389,19 @@ class Session:
             await self._work_items()
         except Exception:  # an engine or encoder failure ends the session, not the server
             log.exception("session %s: synthesis failed", self._record.request_id)
+            self._hooks.error("internal_server_error")
             await self.wire.fail("internal server error", "internal_server_error", 1011)
 
     async def _work_items(self) -> None:
         assert self._init is not None and self._stream is not None
         init, stream, wire = self._init, self._stream, self.wire
         while True:
+            self._busy_item = False
             item = await self._queue.get()
+            self._busy_item = True
             if isinstance(item, _Speak):
                 self._pending_units -= 1
+                self._hooks.queued(-1)
                 if item.gen == self._gen:
                     await self._synthesize(item)
             elif isinstance(item, _FlushMark):
@@ -377,6 +425,8 @@ class Session:
         offset = stream.fed
         held: Frame | None = None
         first = True
+        started = time.perf_counter()
+        self._send_wait = 0.0
         chunks = self._engine.synthesize(
             item.text, voice=init.voice, language=init.language, sample_rate=init.sample_rate
         )
@@ -400,6 +450,8 @@ class Session:
             held = frame
         if held is not None:
             await self._send(held, last=True, gen=item.gen, first=first)
+        engine_seconds = time.perf_counter() - started - self._send_wait
+        self._hooks.synthesized(stream.fed - offset, engine_seconds)
 
     async def _send(self, frame: Frame, *, last: bool, gen: int, first: bool) -> None:
         """One frame with its metadata: extras before it (legacy), timestamps after (typed)."""
@@ -412,9 +464,12 @@ class Session:
         elif not init.typed and init.return_extras:
             empty = last and not self._buffer.strip() and self._pending_units == 0
             before = encode_extras(_relative(frame.words, frame.start), empty)
+        self._hooks.audio()
+        waited = time.perf_counter()
         await self.wire.audio(
             frame.data, frame.seconds, before=before, after=after, gen=gen, unit_first=first
         )
+        self._send_wait += time.perf_counter() - waited
 
 
 def _relative(words: tuple[WordSpan, ...], origin: float) -> list[WordSpan]:

@@ -198,11 +198,16 @@ async def _read_body(
                 await request.read()  # cached: json(), text() and post() reuse it
     except TimeoutError:
         metrics.error("body_timeout")
-        return web.json_response(
+        response = web.json_response(
             {"error": f"request body not received within {seconds:g} s"},
             status=408,
             headers={"Connection": "close"},
         )
+        await response.prepare(request)
+        await response.write_eof()
+        if request.protocol is not None:
+            request.protocol.force_close()  # no lingering read of a body that never comes
+        return response
     except web.HTTPException:
         raise  # body too large: aiohttp's 413
     return None

@@ -97,6 +97,7 @@ class LocalLMNTServer:
         self.health = Health()
         self._inflight: set[asyncio.Task[object]] = set()  # HTTP speech requests running
         self._guard: ConnectionGuard | None = None
+        self._drain_cut = False
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -211,7 +212,8 @@ class LocalLMNTServer:
         loop = asyncio.get_running_loop()
         until = loop.time() + budget
         closing: set[asyncio.Task[None]] = set()
-        while loop.time() < until:
+        self._drain_cut = False
+        while loop.time() < until and not self._drain_cut:
             for session in list(self._live):
                 if not session.busy and not session.done and not session.wire.closing:
                     closing.add(asyncio.ensure_future(session.shutdown(1001)))
@@ -227,6 +229,10 @@ class LocalLMNTServer:
         if closing:
             await asyncio.wait(closing, timeout=self.config.close_timeout + 0.5)
         await self.stop()
+
+    def cut_drain(self) -> None:
+        """End a running :meth:`drain` now: busy sessions are closed with 1001 as on stop."""
+        self._drain_cut = True
 
     async def stop(self) -> None:
         """Close open sessions with 1001 (going away) and stop, within ``shutdown_timeout``."""

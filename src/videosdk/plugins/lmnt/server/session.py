@@ -194,7 +194,7 @@ class Session:
         """
         if self.done or self._init is None or self.wire.closing:
             return False
-        if self._eof or (not self._init.typed and self._record.texts):
+        if self._eof or (not self._init.typed and self._chars):
             return True
         return bool(
             self._buffer.strip() or self._busy_item or not self._queue.empty() or self.wire.backlog

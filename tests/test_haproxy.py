@@ -252,10 +252,18 @@ async def test_killed_replica_gives_a_typed_error_and_the_next_turn_works(
     # The next turn, started right away (before HAProxy's check has marked the replica down),
     # is served whole by a live replica.
     before = cluster.sessions()
+    next_started = time.monotonic()
     _assert_whole_tone(await _turn(cluster.ws_url, "Next."), "Next.")
+    next_took = time.monotonic() - next_started
     after = cluster.sessions()
     assert sum(after.values()) == sum(before.values()) + 1
     await asyncio.to_thread(cluster.wait_states, {victim.name: "DOWN"}, 5)
+    print(  # the figures docs/deploy.md quotes (pytest -s shows them)
+        f"\nfailover: error {errors[0][0] - killed_at:.3f} s after SIGKILL "
+        f"({type(raised[0]).__name__}); {end - start:.2f} s of {TONE.duration_of(text):.1f} s "
+        f"played; next turn whole in {next_took:.2f} s; HAProxy DOWN "
+        f"{time.monotonic() - killed_at:.2f} s after the kill (or earlier)"
+    )
 
 
 async def test_sigterm_drains_in_flight_turns_while_haproxy_routes_elsewhere(
@@ -271,6 +279,7 @@ async def test_sigterm_drains_in_flight_turns_while_haproxy_routes_elsewhere(
     signalled = time.monotonic()
     # HAProxy takes it out of rotation (readiness 503) while its turn is still streaming.
     await asyncio.to_thread(cluster.wait_states, {draining.name: "DOWN"}, 2.0)
+    down_after = time.monotonic() - signalled
     assert draining.proc.poll() is None, "the replica must still be finishing its turn"
     # New turns meanwhile all go to the other replicas, whole.
     others_before = sum(v for k, v in cluster.sessions().items() if k != draining.name)
@@ -287,4 +296,10 @@ async def test_sigterm_drains_in_flight_turns_while_haproxy_routes_elsewhere(
     # ... and the replica exits cleanly once it has no work left.
     code = await asyncio.to_thread(draining.proc.wait, 10)
     assert code == 0
-    assert time.monotonic() - signalled < 9
+    exited = time.monotonic() - signalled
+    assert exited < 9
+    print(  # the figures docs/deploy.md quotes (pytest -s shows them)
+        f"\ndrain: HAProxy DOWN {down_after:.2f} s after SIGTERM; 3 new turns served by the "
+        f"others; in-flight turn whole ({TONE.duration_of(text):.1f} s, no error); replica "
+        f"exited 0 {exited:.2f} s after SIGTERM"
+    )

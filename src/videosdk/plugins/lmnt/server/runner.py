@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -54,12 +55,16 @@ class _Stopper:
         self.stop = asyncio.Event()
         self.urgent = asyncio.Event()
         self.count = 0
+        #: When the first signal arrived (monotonic, the loop's clock): the drain deadline
+        #: counts from here, not from when an overloaded loop gets round to noticing.
+        self.at = 0.0
         self._watchdog: threading.Timer | None = None
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         name = signal.Signals(signum).name
         if self.count == 1:
+            self.at = time.monotonic()
             self._arm(self._drain_timeout + self._hard_grace, f"drain did not end after {name}")
             self._loop.call_soon_threadsafe(self.stop.set)
         elif self.count == 2:
@@ -105,7 +110,8 @@ async def serve_until_signalled(
         if on_stopping is not None:
             on_stopping()
         if not stopper.urgent.is_set():
-            drain = asyncio.ensure_future(server.drain(drain_timeout))
+            left = max(0.0, drain_timeout - (time.monotonic() - stopper.at))
+            drain = asyncio.ensure_future(server.drain(left))
             urgent = asyncio.ensure_future(stopper.urgent.wait())
             await asyncio.wait({drain, urgent}, return_when=asyncio.FIRST_COMPLETED)
             urgent.cancel()

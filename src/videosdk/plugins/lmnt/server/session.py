@@ -205,6 +205,12 @@ class Session:
         await self._stop_worker()
         await self.wire.shutdown(code)
 
+    def abandon(self) -> None:
+        """Cancel synthesis and sending without waiting (server stop: close frames follow)."""
+        if self._worker is not None:
+            self._worker.cancel()
+        self.wire.cancel()
+
     async def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None and worker is not asyncio.current_task():

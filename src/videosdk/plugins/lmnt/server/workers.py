@@ -182,14 +182,16 @@ class Supervisor:
         now = time.monotonic()
         self._crashes = [t for t in self._crashes if now - t < _CRASH_WINDOW] + [now]
         if len(self._crashes) > _MAX_CRASHES:
-            log.error("lmnt-local: workers keep dying (%d in a minute); stopping", _MAX_CRASHES)
+            _say(f"workers keep dying ({len(self._crashes)} in a minute); stopping")
             return False
-        log.warning("lmnt-local: worker %d exited with %s; restarting it", index, proc.returncode)
+        _say(f"worker {index} (pid {proc.pid}) exited with {proc.returncode}; restarting it")
         await asyncio.sleep(0.5)
         try:
             await self._spawn(index)
         except (RuntimeError, OSError) as exc:
-            log.error("lmnt-local: worker %d could not be restarted: %s", index, exc)
+            if self._stopping:  # a stop signal reached it while it was starting: fine
+                return True
+            _say(f"worker {index} could not be restarted: {exc}")
             return False
         return True
 
@@ -231,6 +233,13 @@ class Supervisor:
         if self._metrics_dir is not None:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
             self._metrics_dir = None
+
+
+def _say(message: str) -> None:
+    """The supervisor's messages go to stderr like the CLI's (its logger may have no handler)."""
+    log.warning("lmnt-local: %s", message)
+    if not logging.getLogger().handlers:
+        print(f"lmnt-local: {message}", file=sys.stderr, flush=True)
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +43,8 @@ _SLOW = (
     b"Connection: close\r\nContent-Length: 40\r\n\r\n"
     b'{"error": "request headers took too long"}'
 )
+#: A client's own request id is logged only if it looks like one (no free text in logs).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Paths whose bodies carry text to synthesize (per-key character budget applies).
 _SPEECH_PREFIX = "/v1/ai/speech"
 
@@ -160,7 +163,8 @@ def guard_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id", "")[:64] or f"req_{uuid.uuid4().hex}"
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
         request_id.set(rid)
         transport = request.transport
         if guard is not None:

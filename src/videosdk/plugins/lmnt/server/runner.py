@@ -91,7 +91,7 @@ async def serve_until_signalled(
     server: LocalLMNTServer,
     *,
     drain_timeout: float,
-    hard_grace: float = 5.0,
+    hard_grace: float = 10.0,
     on_stopping: Callable[[], None] | None = None,
 ) -> None:
     """Wait for SIGINT/SIGTERM, then drain and stop ``server`` (see the module docstring).

@@ -75,7 +75,7 @@ class Supervisor:
         *,
         env: dict[str, str] | None = None,
         drain_timeout: float,
-        hard_grace: float = 5.0,
+        hard_grace: float = 10.0,
         ready_timeout: float = 120.0,
     ) -> None:
         self.count = count

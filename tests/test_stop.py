@@ -117,3 +117,22 @@ def test_workers_share_the_port_are_restarted_and_stop_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_serve_refuses_bad_deployment_settings_with_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videosdk.plugins.lmnt.cli import main
+
+    bad = tmp_path / "limits.toml"
+    bad.write_text("[default]\nmax_sessions = -1\n")
+    assert main(["serve", "--port", "0", "--engine", "tone", "--limits", str(bad)]) == 2
+    assert "max_sessions must be > 0" in capsys.readouterr().err
+    monkeypatch.setenv("LMNT_WORKERS", "many")
+    assert main(["serve", "--port", "0", "--engine", "tone"]) == 2
+    assert "$LMNT_WORKERS: not a whole number: 'many'" in capsys.readouterr().err
+    monkeypatch.delenv("LMNT_WORKERS")
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--workers", "0"])
+    assert exc.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

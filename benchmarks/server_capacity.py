@@ -144,18 +144,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process from /proc (Linux); None elsewhere."""
+    """utime + stime of a process and its live children (workers) from /proc; None elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += _cpu_seconds(int(child)) or 0.0
+    return total
 
 
 class Server:
     """``lmnt-local serve --port 0`` in a subprocess; ``url`` is what it printed."""
 
-    def __init__(self, engine: str) -> None:
+    def __init__(self, engine: str, workers: int = 1) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p
@@ -170,6 +174,8 @@ class Server:
                 "0",
                 "--engine",
                 engine,
+                "--workers",
+                str(workers),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -275,7 +281,7 @@ async def _level(
 async def _sweep(
     engine: str, sessions: list[int], args: argparse.Namespace, deadline: float
 ) -> None:
-    server = Server(engine)
+    server = Server(engine, args.workers)
     try:
         warm = await _level(server, engine, 1, 1, PARAGRAPH)  # imports, engine init, caches
         if warm.ok_results:
@@ -325,11 +331,15 @@ async def main() -> None:
         help="bursts per level (default 3)",
     )
     parser.add_argument("--budget", type=float, default=170.0, help="seconds for everything")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="serve --workers: server processes (default 1)"
+    )
     parser.add_argument("--keep-going", action="store_true", help="do not stop when behind")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget
     print(
-        f"{os.cpu_count()} CPUs; {len(PARAGRAPH.split())}-word paragraph per session; legacy "
+        f"{os.cpu_count()} CPUs, {args.workers} server worker(s); "
+        f"{len(PARAGRAPH.split())}-word paragraph per session; legacy "
         f"protocol, pcm_s16le 24 kHz; {args.rounds} burst(s) of N sessions per level"
         + (f", starts spread over {args.stagger:g} s" if args.stagger else "")
     )

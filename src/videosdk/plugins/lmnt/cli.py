@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+from .cli_serve import add_serve_options, serve
 from .protocol import FORMATS, LEGACY_VERSION, SAMPLE_RATES, STREAM_PATH, TYPED_VERSIONS
 from .version import __version__
 
@@ -134,8 +135,9 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the local LMNT-compatible server until SIGINT/SIGTERM",
         description="Run the local LMNT-compatible server. The first line on stdout is its "
-        "WebSocket URL (with the real port when --port 0). SIGINT or SIGTERM stops it "
-        "gracefully (open sessions are closed with 1001) within about 2 s.",
+        "WebSocket URL (with the real port when --port 0). SIGINT or SIGTERM drains it: "
+        "readiness turns false, in-flight turns finish (up to --drain-timeout), the rest are "
+        "closed with 1001; a second signal stops at once.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8765, help="port (default 8765); 0 picks one")
@@ -169,6 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="directory of Piper voices (NAME.onnx + NAME.onnx.json), repeatable: each "
         "becomes voice id NAME of the neural engine",
     )
+    add_serve_options(serve)
 
     say = sub.add_parser(
         "say",
@@ -345,51 +348,7 @@ def _reachable_urls(server: Any, host: str) -> tuple[str, str]:
 
 async def _serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; the URL goes to stdout first so scripts can wait for it."""
-    from .server import LocalLMNTServer
-
-    ctx = None
-    if args.tls_cert:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ctx.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise CLIError(f"cannot load --tls-cert/--tls-key: {_tls_reason(exc, args)}") from None
-    engine = _engine(args.engine, voice_dirs=args.voice_dirs, announce=False)
-    server = LocalLMNTServer(
-        engine=engine,
-        host=args.host,
-        port=args.port,
-        ssl_context=ctx,
-        api_keys=set(args.api_keys) or None,
-    )
-    try:
-        await server.start()
-    except OSError as exc:
-        raise CLIError(f"cannot listen on {args.host}:{args.port}: {_reason(exc)}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
-                loop.add_signal_handler(sig, stop.set)
-                handled.append(sig)
-        ws_url, http_url = _reachable_urls(server, args.host)
-        print(f"LMNT-compatible server on {ws_url}", flush=True)
-        print(f"HTTP endpoints on {http_url}", flush=True)
-        print(f"Playground on {http_url}/", flush=True)
-        keys = f"{len(server.api_keys)} API key(s)" if server.api_keys else "any non-empty API key"
-        _note(
-            f"engine {_describe_engine(engine)}, accepting {keys}; point an agent at it with "
-            f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM stops it"
-        )
-        await stop.wait()
-        _note("stopping")
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await server.stop()
-    return EXIT_OK
+    return await serve(args)
 
 
 # -- say ---------------------------------------------------------------------------------------

@@ -53,14 +53,34 @@ class ServerConfig:
     #: API keys whose usage, stars and voice edits are remembered (least recently used
     #: forgotten first): bounded even when any key is accepted.
     max_tracked_keys: int = 1024
+    #: Seconds a WebSocket session may go without a client message while it has no work
+    #: (error + close 1008).  Above the plugin's 290 s warm-spare age, so spares are not cut.
+    idle_timeout: float = 300.0
+    #: WebSocket ping interval; a peer that does not answer within half of it is dropped.
+    heartbeat: float = 30.0
+    #: Seconds a connection may take to send its request headers (slowloris: 408, closed).
+    header_timeout: float = 10.0
+    #: Seconds a request body may take to arrive (408).
+    body_timeout: float = 30.0
+    #: Seconds an idle keep-alive HTTP connection is kept.
+    keepalive_timeout: float = 15.0
+    #: Open TCP connections at once; beyond it a new one gets 503 and is closed.
+    max_connections: int = 2048
+    #: WebSocket sessions at once, all keys together (429 on the upgrade beyond it).
+    max_sessions: int = 1024
+    #: Upper bound of :meth:`LocalLMNTServer.drain`: in-flight turns get this long to finish.
+    drain_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         positive = ("frame_bytes", "max_frame_bytes", "max_text_chars", "max_messages_per_second")
+        counts = ("max_http_text_chars", "max_unit_chars", "outbox_size")
         more = ("max_session_records", "max_record_chars", "max_tracked_keys")
-        for name in (*positive, "max_http_text_chars", "max_unit_chars", "outbox_size", *more):
+        for name in (*positive, *counts, *more, "max_connections", "max_sessions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerConfig.{name} must be > 0")
-        for name in ("init_timeout", "close_timeout", "shutdown_timeout"):
+        timeouts = ("init_timeout", "close_timeout", "shutdown_timeout", "idle_timeout")
+        more = ("heartbeat", "header_timeout", "body_timeout", "keepalive_timeout", "drain_timeout")
+        for name in (*timeouts, *more):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerConfig.{name} must be > 0")
 

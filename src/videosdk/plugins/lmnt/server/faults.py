@@ -212,6 +212,11 @@ class Wire:
         return self._closing
 
     @property
+    def backlog(self) -> int:
+        """Messages queued and not yet sent."""
+        return self._queue.qsize()
+
+    @property
     def scripted(self) -> bool:
         """True when the session plays ``Faults.script`` instead of synthesizing."""
         return self._faults.script is not None

@@ -44,6 +44,7 @@ from ..protocol import (
 from .config import ServerConfig, speech_units
 from .engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
 from .faults import Faults, Wire
+from .observe import SessionHooks
 from .record import SessionRecord
 from .stream import AudioStream, EncodeRunner, Frame, InlineEncoding
 from .voice_ids import known_voice, unknown_voice_message
@@ -121,10 +122,13 @@ class Session:
         api_keys: Collection[str] | None,
         encoders: EncodeRunner | None = None,
         usage: Callable[[str, int], None] | None = None,
+        hooks: SessionHooks | None = None,
     ) -> None:
         self._ws = ws
         self._encoders: EncodeRunner = encoders if encoders is not None else InlineEncoding()
         self._usage = usage
+        self._hooks = hooks or SessionHooks()
+        self._busy_item = False  # the worker is running an item
         self._record = record
         self._engine = engine
         self._config = config
@@ -152,6 +156,7 @@ class Session:
         self._arrivals: deque[float] = deque()
         self._origin = 0.0  # 1.2: stream time timestamps count from (last flush/reset)
         self._first_audio_at: float | None = None  # monotonic time of the first audio frame
+        self._send_wait = 0.0  # seconds the current unit waited for the outbox (not engine time)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,6 +169,7 @@ class Session:
             await self._violation(exc)
         except Exception:
             log.exception("session %s: internal error", self._record.request_id)
+            self._hooks.error("internal_server_error")
             await self._stop_worker()
             await self.wire.fail("internal server error", "internal_server_error", 1011)
         finally:
@@ -173,6 +179,8 @@ class Session:
                 if self._worker is not None:
                     self._worker.cancel()
                 self.wire.cancel()
+                self._hooks.closed(self._pending_units)
+                self._pending_units = 0
                 self._record.ended_at = time.monotonic()
                 self._record.done.set()
 
@@ -190,10 +198,31 @@ class Session:
     def done(self) -> bool:
         return self._record.done.is_set()
 
+    @property
+    def busy(self) -> bool:
+        """Mid-turn: a drain waits for this session; an idle one is closed (1001) at once.
+
+        A legacy session is one turn, so it is busy from its first text to its end; a typed
+        session is busy while it holds unflushed text, queued work or unsent messages.
+        """
+        if self.done or self._init is None or self.wire.closing:
+            return False
+        if self._eof or (not self._init.typed and self._chars):
+            return True
+        return bool(
+            self._buffer.strip() or self._busy_item or not self._queue.empty() or self.wire.backlog
+        )
+
     async def shutdown(self, code: int = 1001) -> None:
         """Server stop: end synthesis and close with ``code`` (1001, going away)."""
         await self._stop_worker()
         await self.wire.shutdown(code)
+
+    def abandon(self) -> None:
+        """Cancel synthesis and sending without waiting (server stop: close frames follow)."""
+        if self._worker is not None:
+            self._worker.cancel()
+        self.wire.cancel()
 
     async def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
@@ -203,6 +232,7 @@ class Session:
                 await worker
 
     async def _violation(self, exc: _Violation) -> None:
+        self._hooks.error(exc.error_type)
         log.info(
             "session %s: protocol error (close %d): %s", self._record.request_id, exc.code, exc
         )
@@ -234,6 +264,9 @@ class Session:
         self._record.init = _masked(msg.data)  # only an accepted key's frame is kept
         if not known_voice(self._engine, init.voice):
             raise _Violation(unknown_voice_message(self._engine, init.voice), 1002)
+        refusal = self._hooks.opened(init.api_key)
+        if refusal is not None:
+            raise _Violation(refusal, 1008, "rate_limit_error")
         try:
             encoder = await self._encoders.make(init.format, init.sample_rate)
         except ValueError as exc:
@@ -266,8 +299,14 @@ class Session:
     # -- the reader ------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        idle = self._config.idle_timeout
         while True:
-            msg = await self._ws.receive()
+            try:
+                msg = await self._ws.receive(timeout=idle)
+            except TimeoutError:
+                if self.busy:
+                    continue  # the client waits for audio: that is not idleness
+                raise _Violation(f"session idle for {idle:g} s", 1008) from None
             if msg.type is WSMsgType.TEXT:
                 self._admit(msg.data)
                 if not self._eof:
@@ -319,6 +358,13 @@ class Session:
             if self._chars > self._config.max_text_chars:
                 limit = self._config.max_text_chars
                 raise _Violation(f"text limit exceeded: at most {limit} characters", 1008)
+            wait = self._hooks.text(len(command.text))
+            if wait is not None:
+                raise _Violation(
+                    f"character rate limit exceeded for this API key; retry in {wait:g} s",
+                    1008,
+                    "rate_limit_error",
+                )
             if self._usage is not None:
                 self._usage(self._init.api_key, len(command.text))
             record.note_text(command.text, self._config.max_record_chars)
@@ -329,11 +375,13 @@ class Session:
             for sentence in sentences:
                 self._speak(sentence)
         elif isinstance(command, Flush):
+            self._hooks.turn_end()
             record.commands.append("flush")
             self._speak(self._take_buffer())
             self._queue.put_nowait(_FlushMark(command.nonce, self._gen, self._init.typed))
             self._gen += 1  # committed: a later reset no longer touches this text
         elif isinstance(command, Reset):
+            self._hooks.turn_end()
             record.commands.append("reset")
             # Only what was not flushed is dropped, queued or being spoken; the bound keeps
             # the set small (entries that old have no audio left anywhere in the session).
@@ -344,6 +392,7 @@ class Session:
             self._queue.put_nowait(_ResetMark(command.nonce, self._gen))
             self._gen += 1
         elif isinstance(command, Eof):
+            self._hooks.turn_end()
             record.commands.append("eof")
             self._eof = True
             self._speak(self._take_buffer())
@@ -356,6 +405,7 @@ class Session:
     def _speak(self, text: str) -> None:
         for unit in speech_units(text, self._config.max_unit_chars):
             self._pending_units += 1
+            self._hooks.queued(1)
             self._queue.put_nowait(_Speak(unit, self._gen))
 
     def _on_ended(self, kind: WSMsgType, data: Any) -> None:
@@ -384,15 +434,19 @@ class Session:
             await self._work_items()
         except Exception:  # an engine or encoder failure ends the session, not the server
             log.exception("session %s: synthesis failed", self._record.request_id)
+            self._hooks.error("internal_server_error")
             await self.wire.fail("internal server error", "internal_server_error", 1011)
 
     async def _work_items(self) -> None:
         assert self._init is not None and self._stream is not None
         init, stream, wire = self._init, self._stream, self.wire
         while True:
+            self._busy_item = False
             item = await self._queue.get()
+            self._busy_item = True
             if isinstance(item, _Speak):
                 self._pending_units -= 1
+                self._hooks.queued(-1)
                 if item.gen not in self._dropped:
                     await self._synthesize(item)
             elif isinstance(item, _FlushMark):
@@ -431,6 +485,8 @@ class Session:
         if self._first_audio_at is not None:
             lead = max(0.0, stream.fed - (time.monotonic() - self._first_audio_at))
         lead_token = PLAYBACK_LEAD.set(lead)
+        started = time.perf_counter()
+        self._send_wait = 0.0
         chunks = self._engine.synthesize(
             item.text,
             voice=init.voice,
@@ -460,6 +516,8 @@ class Session:
             held = frame
         if held is not None:
             await self._send(held, last=True, gen=item.gen, first=first)
+        engine_seconds = time.perf_counter() - started - self._send_wait
+        self._hooks.synthesized(stream.fed - offset, engine_seconds)
 
     async def _send(self, frame: Frame, *, last: bool, gen: int, first: bool) -> None:
         """One frame with its metadata: extras before it (legacy), timestamps after (typed)."""
@@ -474,9 +532,12 @@ class Session:
             before = encode_extras(_relative(frame.words, frame.start), empty)
         if self._first_audio_at is None:
             self._first_audio_at = time.monotonic()
+        self._hooks.audio()
+        waited = time.perf_counter()
         await self.wire.audio(
             frame.data, frame.seconds, before=before, after=after, gen=gen, unit_first=first
         )
+        self._send_wait += time.perf_counter() - waited
 
 
 def _relative(words: tuple[WordSpan, ...], origin: float) -> list[WordSpan]:

@@ -1,0 +1,138 @@
+"""Issue 13.3: the server always stops on SIGTERM/SIGINT, gracefully within the drain
+deadline, then hard, and ``serve --workers N`` supervises its workers.
+
+Real processes and real signals.  The hard case is an event loop that cannot run at all (an
+engine that blocks it): a loop-driven signal handler never gets to run there, the watchdog
+thread armed by the first signal still ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+SERVE = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve"]
+
+BLOCKED = """
+import asyncio, time
+from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from videosdk.plugins.lmnt.server.runner import serve_until_signalled
+
+async def main():
+    server = LocalLMNTServer(ToneEngine())
+    await server.start()
+    asyncio.get_running_loop().call_later(0.2, time.sleep, 60)  # the loop stops running
+    print("ready", flush=True)
+    await serve_until_signalled(server, drain_timeout=0.5, hard_grace=0.5)
+
+asyncio.run(main())
+"""
+
+
+def test_sigterm_ends_a_process_whose_event_loop_is_stuck() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # the loop is now inside time.sleep(60)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(10)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert code == 70  # the watchdog's status: stopped hard, not by the drain
+    assert 0.8 < took < 4, took  # drain deadline 0.5 s + grace 0.5 s, not the 60 s block
+    assert proc.stderr is not None
+    assert "drain did not end after SIGTERM" in proc.stderr.read()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _sessions_total(http_url: str) -> float:
+    with urllib.request.urlopen(http_url + "/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("lmnt_sessions_total "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_workers_share_the_port_are_restarted_and_stop_on_sigterm() -> None:
+    from videosdk.plugins.lmnt.cli import main
+
+    proc = subprocess.Popen(
+        [*SERVE, "--port", "0", "--engine", "tone", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ws_url = proc.stdout.readline().split()[-1]
+        http_url = proc.stdout.readline().split()[-1]
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        # Both workers listen on the printed port; /metrics sums over them (multiprocess).
+        for _ in range(6):
+            assert main(["say", "Hi.", "--ws-url", ws_url, "-o", os.devnull, "-q"]) == 0
+        assert _sessions_total(http_url) == 6
+        # A worker that dies is replaced; the port keeps serving meanwhile.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = _children(proc.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"worker not restarted: {_children(proc.pid)}")
+        assert main(["say", "Again.", "--ws-url", ws_url, "-o", os.devnull, "-q"]) == 0
+        alive = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        for pid in alive:  # no orphaned worker
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_serve_refuses_bad_deployment_settings_with_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videosdk.plugins.lmnt.cli import main
+
+    bad = tmp_path / "limits.toml"
+    bad.write_text("[default]\nmax_sessions = -1\n")
+    assert main(["serve", "--port", "0", "--engine", "tone", "--limits", str(bad)]) == 2
+    assert "max_sessions must be > 0" in capsys.readouterr().err
+    monkeypatch.setenv("LMNT_WORKERS", "many")
+    assert main(["serve", "--port", "0", "--engine", "tone"]) == 2
+    assert "$LMNT_WORKERS: not a whole number: 'many'" in capsys.readouterr().err
+    monkeypatch.delenv("LMNT_WORKERS")
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--workers", "0"])
+    assert exc.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

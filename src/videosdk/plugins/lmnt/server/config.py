@@ -74,8 +74,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         positive = ("frame_bytes", "max_frame_bytes", "max_text_chars", "max_messages_per_second")
         counts = ("max_http_text_chars", "max_unit_chars", "outbox_size")
-        more = ("max_session_records", "max_record_chars", "max_tracked_keys")
-        for name in (*positive, *counts, *more, "max_connections", "max_sessions"):
+        bounds = ("max_session_records", "max_record_chars", "max_tracked_keys")
+        for name in (*positive, *counts, *bounds, "max_connections", "max_sessions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerConfig.{name} must be > 0")
         timeouts = ("init_timeout", "close_timeout", "shutdown_timeout", "idle_timeout")

@@ -158,6 +158,13 @@ async def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise cli.CLIError(str(exc), cli.EXIT_USAGE) from None
     if args.workers > 1:
+        if args.voice_dirs:  # a missing directory is one clear error, not N failed workers
+            from .server.engines.piper import find_voices
+
+            try:
+                find_voices(args.voice_dirs)
+            except ValueError as exc:
+                raise cli.CLIError(str(exc)) from None
         return await _supervise(args)
     return await _serve_one(args, ctx, limits)
 

@@ -131,7 +131,9 @@ def _cli_lines() -> list[tuple[str, list[str]]]:
             words = _words(command)[1:]
             # Inline mentions such as `lmnt-local serve` or a table's `lmnt-local say TEXT -o
             # out.wav` are checked too once placeholders are filled in.
-            words = [{"TEXT": "text", "URL": "ws://127.0.0.1:1/x", "N": "2"}.get(w, w) for w in words]
+            words = [
+                {"TEXT": "text", "URL": "ws://127.0.0.1:1/x", "N": "2"}.get(w, w) for w in words
+            ]
             if "/" in words:  # prose such as `lmnt-local serve / say / voices`
                 continue
             if words and words[0] in ("serve", "say", "voices", "--version"):

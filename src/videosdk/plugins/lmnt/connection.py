@@ -202,9 +202,7 @@ class LMNTConnection:
         cancelled meanwhile sees its ``CancelledError`` while the close finishes on its own.
         """
         if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(
-                self._close(), name="lmnt-close"
-            )
+            self._closing = asyncio.get_running_loop().create_task(self._close(), name="lmnt-close")
         try:
             await asyncio.shield(self._closing)
         except BaseException:

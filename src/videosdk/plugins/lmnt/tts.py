@@ -495,8 +495,11 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             await turn._pad()
         except LMNTError as exc:
             logger.warning("LMNT: synthesis failed: %s", exc)
-            if caller == "fallback":
+            if caller == "fallback" and not turn.feed.ended:
                 raise  # FallbackTTS reports it and hands the same turn to its next provider
+            # (Under FallbackTTS with the caller's stream read to its end, the next provider
+            # would get nothing to say and the framework would wait 10 s for its audio: report
+            # it instead, FallbackTTS switches for the next turn.)
             self.emit("error", redact(str(exc), self._api_key))
             if caller == "direct":
                 raise

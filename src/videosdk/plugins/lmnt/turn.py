@@ -115,6 +115,7 @@ class TextFeed:
         self._stop = False
         self._discard = False  # draining after a failure: what is read is dropped
         self.received = 0  # non-empty text items pulled from the caller
+        self.ended = False  # the caller's stream was read to its end: nothing left for others
 
     def start(self) -> None:
         if self._task is None:
@@ -139,6 +140,7 @@ class TextFeed:
     async def _pull(self) -> None:
         try:
             if isinstance(self._source, str):
+                self.received = 1  # (not ``ended``: a str can be handed on whole)
                 self._add_text(self._source)
                 return
             source = aiter(self._source)
@@ -146,6 +148,7 @@ class TextFeed:
                 try:
                     item = await anext(source)
                 except StopAsyncIteration:
+                    self.ended = True
                     break
                 if isinstance(item, str):
                     if item:

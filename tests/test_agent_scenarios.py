@@ -384,21 +384,40 @@ async def test_rejected_key_under_fallback_greeting_spoken_in_full(
         assert await h.wait_ready(2)
 
 
-async def test_fallback_switch_back_to_lmnt_has_no_first_audio_stall() -> None:
-    """Issue 10 item 4: after FallbackTTS switched back to LMNT, the framework's first-audio
-    reset had gone to the other provider and LMNT's flag was still set from its last turn: no
-    first-audio callback, a 10 s stall.  Also the switch-away and recovery scenario."""
+async def test_fallback_back_to_lmnt_after_a_mid_reply_failure_has_no_stall() -> None:
+    """Issue 10 item 4: LMNT failed after its audio started (its first-audio flag set), so
+    FallbackTTS switched away for the next turn; when it switched back, the framework's
+    first-audio reset had gone to the other provider and LMNT's flag was still set: no
+    first-audio callback, a 10 s stall.  One synthesize() is one turn."""
+    async with agent_session(fallback=True) as h:
+        await h.server.arm(Faults(error_after_bytes=(4000, "boom")))
+        short = long_reply(3)  # < 50 deltas: item 1 cannot interfere
+        broken = await h.user_turn("Tell me a short story.", short, timeout=6)
+        assert broken.idle and 0 < broken.heard.seconds < 2.0, broken
+        await h.server.heal()
+        await asyncio.sleep(0.4)  # past temporary_disable_sec: FallbackTTS tries LMNT again
+        back = await h.user_turn("Go on.", NEXT, timeout=12)
+        _record("FallbackTTS: LMNT fails mid-reply, next turn back on LMNT", broken, back)
+        assert_spoken(h, back, NEXT, hz=LMNT_HZ)
+        assert back.elapsed < 3.0, back.elapsed
+        assert len(h.errors) == 1, h.errors
+
+
+async def test_fallback_switch_away_and_back() -> None:
+    """FallbackTTS switch-away (LMNT refused) and recovery: the backup speaks the whole turn,
+    LMNT speaks the next one after the cooldown, and one failure is one error (item 14)."""
     async with agent_session(greeting="Hi.", fallback=True) as h:
         await h.server.arm(Faults(reject_handshake_status=403))
         away = await h.user_turn("First question?", NEXT, timeout=6)
         assert_spoken(h, away, NEXT, hz=BACKUP_HZ)  # the backup spoke it all
-        assert len(h.errors) == 1, h.errors
+        errors = len(h.errors)
         await h.server.heal()
         await asyncio.sleep(0.4)  # past temporary_disable_sec: FallbackTTS tries LMNT again
         back = await h.user_turn("Second question?", NEXT, timeout=12)
         _record("FallbackTTS: switch away (handshake 403) and back to LMNT", away, back)
         assert_spoken(h, back, NEXT, hz=LMNT_HZ)
         assert back.elapsed < 3.0, back.elapsed
+        assert errors == 1 and len(h.errors) == 1, h.errors  # item 14: one failure, one error
 
 
 # -- item 13: a concurrent synthesize() ---------------------------------------------------------

@@ -190,9 +190,10 @@ class Heard:
 @dataclass
 class TurnResult:
     heard: Heard
-    elapsed: float  # user transcript -> agent IDLE with no lock held
+    elapsed: float  # user transcript -> agent IDLE, its turn task done, no lock held
     idle: bool
     error: BaseException | None = None
+    listening: float | None = None  # user transcript -> agent state back to IDLE
 
 
 @dataclass
@@ -210,6 +211,7 @@ class Harness:
     track: Any
     drain: Drain
     errors: list[str] = field(default_factory=list)  # "error" events the pipeline saw
+    idle_at: float | None = None  # see wait_ready
     start_error: BaseException | None = None
     start_seconds: float = 0.0
 
@@ -239,15 +241,27 @@ class Harness:
             held.append("tts_lock")
         return held
 
-    async def wait_ready(self, timeout: float, states: tuple[str, ...] = ("idle",)) -> bool:
+    async def wait_ready(
+        self, timeout: float, states: tuple[str, ...] = ("idle",), since: float | None = None
+    ) -> bool:
         """Until the agent is IDLE (after a barge-in: LISTENING, the user is talking), its turn
-        task finished and no framework lock is held."""
+        task finished and no framework lock is held.  With ``since``, also notes when the agent
+        state first came back to IDLE after leaving it (``self.idle_at``)."""
         deadline = time.monotonic() + timeout
+        left = False
+        self.idle_at = None
         while time.monotonic() < deadline:
+            if since is not None and self.idle_at is None:
+                if self.state != "idle":
+                    left = True
+                elif left:
+                    self.idle_at = time.monotonic() - since
             task = self.orchestrator._current_generation_task
             if self.state in states and (task is None or task.done()) and not self.locks_held():
+                if since is not None and self.idle_at is None:
+                    self.idle_at = time.monotonic() - since
                 return True
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.002)
         return False
 
     async def user_turn(self, text: str, reply: str, *, timeout: float = 12.0) -> TurnResult:
@@ -256,10 +270,10 @@ class Harness:
         mark = self.mark()
         t0 = time.monotonic()
         await self.orchestrator._process_final_transcript(text)
-        idle = await self.wait_ready(timeout)
+        idle = await self.wait_ready(timeout, since=t0)
         elapsed = time.monotonic() - t0
         await asyncio.sleep(0.03)  # the drain picks up the last frames
-        return TurnResult(self.heard_since(mark), elapsed, idle)
+        return TurnResult(self.heard_since(mark), elapsed, idle, None, self.idle_at)
 
     async def say(self, text: str, *, timeout: float = 12.0) -> TurnResult:
         mark = self.mark()

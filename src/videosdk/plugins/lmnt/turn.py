@@ -360,9 +360,10 @@ class Turn:
         self.conn = conn
         conn.turns += 1
         await self._await_acceptance(conn)
-        if conn.events.empty() and not self.interrupted:
+        if conn.error is None and conn.closed is None and not self.interrupted:
             # Only now: a refused connection must leave the caller's text unread, so that
-            # FallbackTTS hands the next provider the whole of it.
+            # FallbackTTS hands the next provider the whole of it.  (Anything else the server
+            # sent unasked, e.g. early audio, is the receiver's business.)
             self.feed.start()
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
         self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
@@ -397,7 +398,7 @@ class Turn:
     async def _await_acceptance(self, conn: LMNTConnection) -> None:
         """Until the server has accepted the session (typed: ``ready``), refused it, or, on
         legacy, had a round trip's time to refuse it; a warm spare is usually past all that."""
-        if self.feed.started or not conn.events.empty():
+        if self.feed.started or conn.error is not None or conn.closed is not None:
             return
         age = time.monotonic() - conn.opened_at
         if self.options.version in TYPED_VERSIONS:

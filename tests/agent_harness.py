@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import re
 import time
@@ -160,7 +161,11 @@ async def forget_spare(lmnt: LMNTTTS) -> None:
     """Close the plugin's warm spare: it was opened before a fault was armed (or healed), and
     the server applies faults per connection."""
     pool = lmnt._pool
-    spare = await pool._take_spare()
+    take: Any = pool._take_spare
+    if "deadline" in inspect.signature(take).parameters:  # the pool bounds the wait for a spare
+        spare = await take(asyncio.get_running_loop().time() + 5.0)
+    else:
+        spare = await take()
     if spare is not None:
         await pool._discard(spare)
 

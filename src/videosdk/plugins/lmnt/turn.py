@@ -22,7 +22,6 @@ from .audio import AudioDecodeError, AudioPipeline
 from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
 from .errors import LMNTConnectionError, LMNTError, LMNTProtocolError, LMNTTimeoutError
 from .protocol import (
-    TYPED_VERSIONS,
     Audio,
     ErrorFrame,
     Extras,
@@ -389,27 +388,26 @@ class Turn:
                     self.pool.prepare_spare(self.options)  # the session died: warm a new one
                 self._warm_next()  # a turn that ended before audio (error, interrupt, no words)
 
-    # Legacy sessions never confirm an init; a rejection (a bad key) comes as an error frame
-    # about one round trip after it.  A connection opened by this turn waits that long (twice its
-    # handshake time, within these bounds) before the caller's text is read.
+    # A refusal of the init (a bad key) comes as an error frame about one round trip after it;
+    # the typed API also confirms acceptance with ``ready``, legacy says nothing.  A connection
+    # opened by this turn waits that long (twice its handshake time, within these bounds, less
+    # on ``ready``) before the caller's text is read.  A server that stays quiet longer is
+    # taken as accepting: the turn must not stall on a server that never says ``ready``.
     ACCEPT_WAIT_MIN = 0.02
     ACCEPT_WAIT_MAX = 0.25
 
     async def _await_acceptance(self, conn: LMNTConnection) -> None:
-        """Until the server has accepted the session (typed: ``ready``), refused it, or, on
-        legacy, had a round trip's time to refuse it; a warm spare is usually past all that."""
+        """Until the server has accepted the session (typed: ``ready``), refused it, or had a
+        round trip's time to refuse it; a warm spare is usually past all that."""
         if self.feed.started or conn.error is not None or conn.closed is not None:
             return
+        if conn.ready.is_set():
+            return
         age = time.monotonic() - conn.opened_at
-        if self.options.version in TYPED_VERSIONS:
-            if conn.ready.is_set():
-                return
-            budget = max(0.0, conn.settings.connect_timeout - age - conn.handshake_seconds)
-        else:
-            wait = min(self.ACCEPT_WAIT_MAX, max(self.ACCEPT_WAIT_MIN, 2 * conn.handshake_seconds))
-            budget = wait - age
-            if budget <= 0:
-                return
+        wait = min(self.ACCEPT_WAIT_MAX, max(self.ACCEPT_WAIT_MIN, 2 * conn.handshake_seconds))
+        budget = wait - age
+        if budget <= 0:
+            return
         loop = asyncio.get_running_loop()
         waits = {
             loop.create_task(conn.ready.wait()),
@@ -417,17 +415,10 @@ class Turn:
             loop.create_task(self._interrupt_event.wait()),
         }
         try:
-            done, _ = await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in waits:
                 task.cancel()
-        if not done and self.options.version in TYPED_VERSIONS:
-            self._fail(
-                LMNTTimeoutError(
-                    f"LMNT server did not accept the session (no ready) within "
-                    f"{conn.settings.connect_timeout:g} s"
-                )
-            )
 
     async def _send(self, conn: LMNTConnection) -> None:
         version = self.options.version

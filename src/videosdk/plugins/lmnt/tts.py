@@ -453,7 +453,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         ``FallbackTTS`` reports it); inside the agent without such a fallback it is emitted as
         ``"error"`` and the turn returns, so the agent goes back to IDLE; called from other code
         it is emitted and raised.  After audio started, a failure is emitted and the turn
-        returns.  Each call is its own turn: concurrent calls do not cut each other.
+        returns.  Each call is its own turn: a call into another track (the framework's
+        ``stream_synthesize``/``TTSAudioCache``) does not cut a running one; a second call into
+        the same track supersedes the first (their audio would interleave).
         """
         caller, speech = _caller_of(self, sys._getframe(1))
         current = asyncio.current_task()
@@ -482,6 +484,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
                 and options.format in REUSABLE_FORMATS
             ),
         )
+        for other, other_track in list(self._turns.items()):
+            if other_track is track:
+                other.interrupt()  # two turns into one track would interleave: the new one wins
         # Inside the agent nobody reads the framework's stream after this turn gives up on it.
         drain: FeedRelease = "drain" if speech is not None else "detach"
         turn.release_on_error = drain if caller == "agent" else "release"

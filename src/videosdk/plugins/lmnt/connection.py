@@ -168,6 +168,10 @@ class LMNTConnection:
         self.closed: Closed | None = None
         self.error: ErrorFrame | None = None  # the first error frame the server sent
         self.request_id: str | None = None  # from the typed API's ``ready``
+        self.ready = asyncio.Event()  # the typed API's ``ready`` arrived: the init was accepted
+        self.answered = asyncio.Event()  # an error frame or the close arrived
+        self._closing: asyncio.Task[None] | None = None
+        self.handshake_seconds = 0.0  # TCP+TLS+upgrade time: a measure of the round trip
         self.turns = 0  # turns served: more than one when a typed session is reused
         self.nonce = 0  # the typed API's flush/reset counter: one per session, not per turn
         self.generation = 0  # the pool settings it was opened under
@@ -189,9 +193,12 @@ class LMNTConnection:
                             # Kept on the connection, not queued: a typed spare that said
                             # hello is still an idle, healthy spare.
                             self.request_id = ev.request_id
+                            self.ready.set()
                             continue
-                        if isinstance(ev, ErrorFrame) and self.error is None:
-                            self.error = ev
+                        if isinstance(ev, ErrorFrame):
+                            self.answered.set()
+                            if self.error is None:
+                                self.error = ev
                         self.events.put_nowait(ev)
                 elif msg.type is aiohttp.WSMsgType.CLOSE:
                     code, reason = int(msg.data or 1005), str(msg.extra or "")
@@ -214,6 +221,7 @@ class LMNTConnection:
         finally:
             self.closed = Closed(code, reason, local)
             self.events.put_nowait(self.closed)
+            self.answered.set()
 
     @property
     def healthy(self) -> bool:
@@ -234,16 +242,40 @@ class LMNTConnection:
         await self.ws.send_str(frame)
 
     async def close(self) -> None:
-        """Close within ``close_timeout`` whatever the peer does, and stop the reader."""
-        if not self.ws.closed:
-            try:
-                await asyncio.wait_for(self.ws.close(), self.settings.close_timeout)
-            except (TimeoutError, Exception):
-                pass
+        """Close within ``close_timeout`` whatever the peer does, and stop the reader.
+
+        One close runs per connection, whoever asks (an interrupt's ``abort()``, the turn, the
+        pool): aiohttp's second concurrent ``close()`` waits out the whole timeout.  A caller
+        cancelled meanwhile sees its ``CancelledError`` while the close finishes on its own.
+        """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(), name="lmnt-close")
+        try:
+            await asyncio.shield(self._closing)
+        except BaseException:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    async def _close(self) -> None:
+        try:
+            if not self.ws.closed:
+                try:
+                    async with asyncio.timeout(self.settings.close_timeout):
+                        await self.ws.close()
+                except Exception:
+                    pass
+        finally:
+            if not self._reader.done():
+                self._reader.cancel()
         if not self._reader.done():
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._reader, self.settings.close_timeout)
+            try:
+                async with asyncio.timeout(self.settings.close_timeout):
+                    await self._reader
+            except BaseException:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
     def abort(self) -> None:
         """Close without waiting: for ``interrupt()``, which must return at once."""
@@ -300,6 +332,7 @@ class ConnectionPool:
             raise LMNTConnectionError("the LMNT plugin is closed")
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.settings.connect_timeout
+        started = time.monotonic()
         try:
             async with asyncio.timeout_at(deadline):
                 ws = await self._client().ws_connect(
@@ -311,6 +344,7 @@ class ConnectionPool:
                     autoclose=True,
                 )
                 conn = LMNTConnection(ws, options, self.settings)
+                conn.handshake_seconds = conn.opened_at - started
                 conn.generation = self._generation
                 self._open.add(conn)
                 self.opened += 1

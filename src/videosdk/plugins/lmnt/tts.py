@@ -17,6 +17,7 @@ import math
 import os
 import re
 import ssl as ssl_module
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -34,7 +35,15 @@ from .protocol import (
     TYPED_VERSIONS,
     SessionOptions,
 )
-from .turn import REUSABLE_FORMATS, RetryPolicy, TextFeed, Turn, TurnSink, _AfterAudio
+from .turn import (
+    REUSABLE_FORMATS,
+    FeedRelease,
+    RetryPolicy,
+    TextFeed,
+    Turn,
+    TurnSink,
+    _AfterAudio,
+)
 from .words import WordAnnouncer
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS", "LMNT_VERSION", "LMNT_WSS_URL"]
@@ -152,6 +161,42 @@ def _playback_clock(track: Any) -> Callable[[], float] | None:
     return played
 
 
+_Caller = Literal["fallback", "agent", "direct"]
+
+
+def _caller_of(tts: Any, frame: Any) -> tuple[_Caller, Any]:
+    """Who awaits ``synthesize()``, which decides what a failure before audio should do; and the
+    framework's ``SpeechGeneration`` running the turn, if one does.
+
+    * ``"fallback"``: the framework's ``FallbackTTS``, with another provider to hand the turn
+      to: raising is how it retries the same turn (and it reports the error itself).
+    * ``"agent"``: the framework's ``SpeechGeneration`` with no fallback able to act (directly,
+      or through a ``FallbackTTS`` whose other providers are used up): a raise would leave the
+      agent stuck in THINKING (or make ``session.start()`` fail for a greeting), so the failure
+      is emitted and the turn returns; the agent goes back to IDLE and keeps listening.
+    * ``"direct"``: anything else (user code, ``stream_synthesize``, ``TTSAudioCache``): emit
+      and raise, so the caller learns of it.
+
+    The caller is the frame awaiting this coroutine, read once when the call starts.
+    """
+    owner = _self_of(frame)
+    providers = getattr(owner, "providers", None)
+    if isinstance(providers, list) and tts in providers and hasattr(owner, "_switch_provider"):
+        speech = _self_of(frame.f_back)
+        speech = speech if type(speech).__name__ == "SpeechGeneration" else None
+        index = getattr(owner, "_current_index", None)
+        if isinstance(index, int) and index < len(providers) - 1:
+            return "fallback", speech
+        return ("agent" if speech is not None else "direct"), speech
+    if type(owner).__name__ == "SpeechGeneration":
+        return "agent", owner
+    return "direct", None
+
+
+def _self_of(frame: Any) -> Any:
+    return frame.f_locals.get("self") if frame is not None else None
+
+
 class LMNTTTS(TTS):  # type: ignore[misc]
     """LMNT text-to-speech over the streaming WebSocket API.
 
@@ -253,10 +298,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.retry = RetryPolicy(max_retries=max_retries, backoff=retry_backoff)
         self.warm_connection = warm_connection
         self.reuse_sessions = reuse_sessions
-        self.audio_track = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the framework; unused here
         self._first_chunk_sent = False
-        self._turn: Turn | None = None
+        self._turns: dict[Turn, Any] = {}  # running turns and the track each plays into
         # One per turn whose words are still to be heard: a turn's audio keeps playing after
         # synthesize() returns, so a new turn must not end the previous one's announcements;
         # only interrupt() and aclose() do.
@@ -300,6 +344,28 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         url = _check_url(value, self._allow_insecure)
         self._ws_url = url
         self._pool.settings = dataclasses.replace(self._pool.settings, url=url)
+
+    @property
+    def audio_track(self) -> Any:
+        return self.__dict__.get("_audio_track")
+
+    @audio_track.setter
+    def audio_track(self, track: Any) -> None:
+        """The framework assigns the track when the room is ready (``FallbackTTS`` propagates
+        it to every provider): the moment to open a warm connection, since ``FallbackTTS``
+        never calls ``prewarm()`` and a cold first turn would read its text before the server
+        accepted the key."""
+        self.__dict__["_audio_track"] = track
+        if track is None or not getattr(self, "warm_connection", False) or self._closed:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # assigned outside the event loop: prewarm() or the first turn connects
+        try:
+            self._pool.prepare_spare(self._options())
+        except Exception as exc:  # never let an assignment fail
+            logger.debug("LMNT: could not start warming a connection: %s", exc)
 
     def __repr__(self) -> str:
         return (
@@ -382,11 +448,14 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
             self._announcers.add(announcer)
 
+        first_sent = False  # per call: one synthesize() is one turn (not per instance)
+
         async def first_audio() -> None:
+            nonlocal first_sent
             if announcer is not None:
                 announcer.audio_started()
-            if not self._first_chunk_sent:
-                self._first_chunk_sent = True
+            if not first_sent:
+                first_sent = self._first_chunk_sent = True
                 if self._first_audio_callback is not None:
                     await self._first_audio_callback()
 
@@ -447,10 +516,18 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     ) -> None:
         """Speak ``text`` into ``self.audio_track``.
 
-        Raises a subclass of :class:`LMNTError` (after emitting ``"error"``) when the turn fails
-        before any audio reached the track, so ``FallbackTTS`` can hand the same turn to the
-        next provider; after audio started, emits ``"error"`` and returns.
+        A failure is reported once, in the way the caller can act on (``_caller_of``): under a
+        ``FallbackTTS`` that has another provider, a failure before audio raises (and
+        ``FallbackTTS`` reports it); inside the agent without such a fallback it is emitted as
+        ``"error"`` and the turn returns, so the agent goes back to IDLE; called from other code
+        it is emitted and raised.  After audio started, a failure is emitted and the turn
+        returns.  Each call is its own turn: a call into another track (the framework's
+        ``stream_synthesize``/``TTSAudioCache``) does not cut a running one; a second call into
+        the same track supersedes the first (their audio would interleave).
         """
+        caller, speech = _caller_of(self, sys._getframe(1))
+        current = asyncio.current_task()
+        cancels = current.cancelling() if current is not None else 0
         try:
             options = self._options(voice_id, **kwargs)
         except ValueError as exc:
@@ -464,9 +541,6 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             self.emit("error", message)
             raise LMNTError(message)
         self._reopen()
-        previous = self._turn
-        if previous is not None:
-            previous.interrupt()  # a new turn supersedes an unfinished one
         turn = Turn(
             options=options,
             feed=TextFeed(text),
@@ -481,7 +555,14 @@ class LMNTTTS(TTS):  # type: ignore[misc]
                 and options.format in REUSABLE_FORMATS
             ),
         )
-        self._turn = turn
+        for other, other_track in list(self._turns.items()):
+            if other_track is track:
+                other.interrupt()  # two turns into one track would interleave: the new one wins
+        # Inside the agent nobody reads the framework's stream after this turn gives up on it.
+        drain: FeedRelease = "drain" if speech is not None else "detach"
+        turn.release_on_error = drain if caller == "agent" else "release"
+        turn.release_after_audio = drain
+        self._turns[turn] = track
         restore_format = self._claim_input_format(track)
         try:
             await turn.run()
@@ -491,14 +572,23 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             await turn._pad()
         except LMNTError as exc:
             logger.warning("LMNT: synthesis failed: %s", exc)
+            if caller == "fallback" and not turn.feed.ended:
+                raise  # FallbackTTS reports it and hands the same turn to its next provider
+            # (Under FallbackTTS with the caller's stream read to its end, the next provider
+            # would get nothing to say and the framework would wait 10 s for its audio: report
+            # it instead, FallbackTTS switches for the next turn.)
             self.emit("error", redact(str(exc), self._api_key))
-            raise
+            if caller == "direct":
+                raise
+            if turn.feed.received and not turn.audio_started:
+                _end_first_audio_wait(speech, self._first_audio_callback)
         finally:
             restore_format()
             # A turn that got no word timings (it failed, or said nothing) has nothing to announce.
             self._announcers = {a for a in self._announcers if not a.idle}
-            if self._turn is turn:
-                self._turn = None
+            self._turns.pop(turn, None)
+        if current is not None and current.cancelling() > cancels:
+            raise asyncio.CancelledError  # cancelled while cleaning up: the caller must know
 
     def _stop_announcers(self) -> None:
         for announcer in list(self._announcers):
@@ -513,10 +603,15 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             self._pool.reopen()
 
     async def interrupt(self) -> None:
-        """Stop the current turn at once; idempotent, and the next turn is unaffected."""
-        turn = self._turn
-        if turn is not None:
-            turn.interrupt()
+        """Stop what is playing now; idempotent, and the next turn is unaffected.
+
+        Turns that play into a real track stop; a ``stream_synthesize`` capture (its queue
+        track plays nothing) is left to finish, so a barge-in does not cut what a
+        ``TTSAudioCache`` stores.
+        """
+        for turn, track in list(self._turns.items()):
+            if track is self.audio_track or hasattr(track, "recv"):
+                turn.interrupt()
         self._stop_announcers()  # what was not heard is not announced
         if self.audio_track is not None:
             self.audio_track.interrupt()
@@ -525,10 +620,27 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         """Stop any turn and close every connection; idempotent.  A later ``synthesize()`` or
         ``prewarm()`` opens connections again (the framework's ``change_pipeline()`` closes
         every component, then may re-attach the same instance)."""
-        if self._turn is not None:
-            self._turn.interrupt()
+        for turn in list(self._turns):
+            turn.interrupt()
         self._stop_announcers()
         if not self._closed:
             self._closed = True
             await self._pool.aclose()
         await super().aclose()
+
+
+def _end_first_audio_wait(speech: Any, callback: Any) -> None:
+    """After a failure with text read and no audio, ``SpeechGeneration`` would wait 10 s for a
+    first audio byte before ending the turn.  Its wait is ended without faking audio when its
+    event is there; otherwise the first-audio callback is invoked (marks the agent SPEAKING
+    for an instant) so the agent returns to IDLE at once."""
+    event = getattr(speech, "_first_byte_event", None)
+    if isinstance(event, asyncio.Event):
+        event.set()
+    elif callback is not None:
+        task = asyncio.get_running_loop().create_task(callback())
+        _CALLBACKS.add(task)
+        task.add_done_callback(_CALLBACKS.discard)
+
+
+_CALLBACKS: set[asyncio.Task[Any]] = set()

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from .audio import AudioDecodeError, AudioPipeline
 from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
@@ -84,6 +84,35 @@ def join_chunk(previous: str, chunk: str) -> str:
 REUSABLE_FORMATS = frozenset({"pcm_s16le", "pcm_f32le", "ulaw"})
 
 
+# How a turn lets go of the caller's text stream (see ``TextFeed.aclose``).
+#   "cancel":  interrupt() or the caller's own cancellation: a pending read is cancelled.
+#   "release": the turn raises so someone else (FallbackTTS) reads on: a pending read is allowed
+#              to finish (nobody may call ``__anext__`` on a generator that is still running).
+#   "detach":  the turn failed and returns to a caller that owns the stream: read no more, and
+#              leave a pending read to finish on its own.
+#   "drain":   the turn failed inside the framework's SpeechGeneration and nobody else will read
+#              the stream: read it to its end, discarding, so the producers behind it (the LLM
+#              collector and its bounded queue, the sentence chunker) are never left blocked.
+FeedRelease = Literal["cancel", "release", "detach", "drain"]
+
+_DETACHED: set[asyncio.Task[Any]] = set()  # reads left to finish after their turn returned
+
+
+async def settle(task: asyncio.Task[Any]) -> None:
+    """Wait for a task we stopped, whatever it ends with, without swallowing our own cancel.
+
+    ``suppress(BaseException)`` around such an await would also eat a ``CancelledError`` meant
+    for the caller (it can arrive a few loop iterations after ``interrupt()``); the caller must
+    always see it.
+    """
+    try:
+        await task
+    except BaseException:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
 class TextFeed:
     """Reads the caller's text once, keeping every item so a retry can replay it."""
 
@@ -96,12 +125,21 @@ class TextFeed:
         self._tail = ""
         self._task: asyncio.Task[None] | None = None
         self._stop = False
+        self._discard = False  # draining after a failure: what is read is dropped
+        self.received = 0  # non-empty text items pulled from the caller
+        self.ended = False  # the caller's stream was read to its end: nothing left for others
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._pull(), name="lmnt-text")
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     def _add_text(self, text: str) -> None:
+        if self._discard:
+            return
         if not text or (not self.has_words and not text.strip()):
             return  # leading blanks: a turn of only blanks must leave its connection unused
         text = join_chunk(self._tail, text)
@@ -114,6 +152,7 @@ class TextFeed:
     async def _pull(self) -> None:
         try:
             if isinstance(self._source, str):
+                self.received = 1  # (not ``ended``: a str can be handed on whole)
                 self._add_text(self._source)
                 return
             source = aiter(self._source)
@@ -121,11 +160,18 @@ class TextFeed:
                 try:
                     item = await anext(source)
                 except StopAsyncIteration:
+                    self.ended = True
                     break
                 if isinstance(item, str):
+                    if item:
+                        self.received += 1
                     self._add_text(item)
                 elif type(item).__name__ == "FlushMarker":
-                    if self.has_words and (not self.items or self.items[-1] is not FLUSH):
+                    if (
+                        not self._discard
+                        and self.has_words
+                        and (not self.items or self.items[-1] is not FLUSH)
+                    ):
                         self.items.append(FLUSH)
                         self._changed.set()
                 elif item is not None:
@@ -142,33 +188,47 @@ class TextFeed:
         await self._changed.wait()
         self._changed.clear()
 
-    async def aclose(self, grace: float = 0.0, abort: asyncio.Event | None = None) -> None:
-        """Stop reading.  With ``grace``, a read in progress may finish first.
+    async def aclose(self, how: FeedRelease = "cancel", abort: asyncio.Event | None = None) -> None:
+        """Stop reading the caller's stream, as ``how`` says (see ``FeedRelease``).
 
-        The caller's generator belongs to the framework: after a failure ``FallbackTTS`` hands
-        the same generator to the next provider.  Cancelling a pending ``__anext__`` would throw
-        into the generator and end it, so the next provider would get nothing; letting that one
-        read complete (and asking for no more) leaves the rest of the stream to it.
+        The stream belongs to the framework.  Cancelling a pending ``__anext__`` throws into the
+        generator chain and ends it: the framework's sentence pipe then cancels its producer,
+        nothing drains the orchestrator's bounded LLM queue, the LLM collector blocks on it while
+        holding ``llm_lock``, and every later turn waits on that lock.  So a read is cancelled
+        only when the caller cancels or interrupts; after a failure it is left to finish.
         """
-        self._stop = True
+        if how == "drain":
+            self._discard = True
+            self.items.clear()
+            self.start()  # also a stream never read: nobody else will read it
         task = self._task
+        if how == "drain" and task is not None and not task.done():
+            _DETACHED.add(task)
+            task.add_done_callback(_DETACHED.discard)
+            return
+        self._stop = True
         if task is None or task.done():
             return
-        stop = None
+        if how == "detach" or how == "drain":
+            _DETACHED.add(task)
+            task.add_done_callback(_DETACHED.discard)
+            return
         try:
-            if grace > 0:
+            if how == "release":
                 waits: set[asyncio.Future[Any]] = {task}
-                if abort is not None:  # interrupt() must not wait out the grace
+                stop = None
+                if abort is not None:  # interrupt() must not wait for the caller's next item
                     stop = asyncio.get_running_loop().create_task(abort.wait())
                     waits.add(stop)
-                await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # cancelled meanwhile or not, the reader must not outlive the turn
-            if stop is not None:
-                stop.cancel()
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if stop is not None:
+                        stop.cancel()
+        finally:  # interrupted or cancelled meanwhile: the reader must not outlive the turn
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                await settle(task)
 
 
 @dataclass
@@ -194,7 +254,7 @@ class TurnSink:
     on_words: Callable[[list[TimedWord]], None] | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the adapter keeps its running turns in a dict
 class Turn:
     """State of one ``synthesize()`` call."""
 
@@ -225,9 +285,14 @@ class Turn:
             conn.events.put_nowait(_INTERRUPTED)  # type: ignore[arg-type]
             conn.abort()
 
+    # How the caller's stream is let go after a failure (``FeedRelease``); the adapter sets
+    # these from who called it (FallbackTTS able to retry, the framework, or user code).
+    release_on_error: FeedRelease = "release"
+    release_after_audio: FeedRelease = "detach"
+
     async def run(self) -> None:
         attempt = 0
-        grace = 0.0
+        how: FeedRelease = "cancel"  # success (the stream ended), interrupt or cancellation
         try:
             while True:
                 try:
@@ -240,6 +305,9 @@ class Turn:
                     self._continuing = True
                     attempt = 0
                     continue
+                except _AfterAudio:
+                    how = self.release_after_audio
+                    raise
                 except LMNTError as exc:
                     exc.scrub(self.options.api_key)
                     if self.interrupted:
@@ -249,7 +317,11 @@ class Turn:
                     final = self.audio_started or not exc.retryable
                     final = final or isinstance(exc, LMNTTimeoutError)
                     if final or attempt >= self.retry.max_retries:
-                        grace = self.receive_timeout  # leave the caller's stream usable
+                        how = (
+                            self.release_after_audio
+                            if self.audio_started
+                            else self.release_on_error
+                        )
                         raise
                     delay = self.retry.delay(attempt)
                     if isinstance(exc, LMNTRateLimitError):
@@ -269,7 +341,7 @@ class Turn:
                     if self.interrupted:
                         return
         finally:
-            await self.feed.aclose(grace, self._interrupt_event)
+            await self.feed.aclose("cancel" if self.interrupted else how, self._interrupt_event)
 
     async def _acquire(self) -> LMNTConnection | None:
         """A connection, or None if ``interrupt()`` came first (it must not wait for a handshake
@@ -289,8 +361,7 @@ class Turn:
             stop.cancel()
             if not task.done():
                 task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await settle(task)
         if task.cancelled():
             return None
         exc = task.exception()
@@ -317,7 +388,12 @@ class Turn:
             # Two messages a second still carry 4 000 characters: far ahead of any speech.
             rate = max(2.0, MESSAGES_PER_SECOND / 2**self._rate_limited)
             conn.pacer = SendPacer(rate, burst=1)
-        self.feed.start()  # only now: a failed connect must leave the caller's text unread
+        await self._await_acceptance(conn)
+        if conn.error is None and conn.closed is None and not self.interrupted:
+            # Only now: a refused connection must leave the caller's text unread, so that
+            # FallbackTTS hands the next provider the whole of it.  (Anything else the server
+            # sent unasked, e.g. early audio, is the receiver's business.)
+            self.feed.start()
         pipeline = AudioPipeline(self.options.format, self.options.sample_rate, self.sink.out_rate)
         if self._continuing and self._timeline is not None:
             self._timeline.segment_boundary()  # a new session's timings restart from 0
@@ -328,17 +404,54 @@ class Turn:
         try:
             reusable = await self._receive(conn, pipeline, sender)
         finally:
-            if not sender.done():
-                sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
-            pipeline.close(wait=False)  # never join a decoder thread on the loop
-            self.conn = None
-            keep = reusable and not self.interrupted
-            await self.pool.release(conn, reusable=keep)
-            if self.reuse_session and self.warm and not keep:
-                self.pool.prepare_spare(self.options)  # the session died: warm a new one
-            self._warm_next()  # a turn that ended before audio (error, interrupt, no words)
+            try:
+                if not sender.done():
+                    sender.cancel()
+                await settle(sender)
+            finally:
+                pipeline.close(wait=False)  # never join a decoder thread on the loop
+                self.conn = None
+                keep = reusable and not self.interrupted
+                try:
+                    await self.pool.release(conn, reusable=keep)
+                except asyncio.CancelledError:
+                    conn.abort()  # cancelled while closing: finish closing in the background
+                    raise
+                if self.reuse_session and self.warm and not keep:
+                    self.pool.prepare_spare(self.options)  # the session died: warm a new one
+                self._warm_next()  # a turn that ended before audio (error, interrupt, no words)
+
+    # A refusal of the init (a bad key) comes as an error frame about one round trip after it;
+    # the typed API also confirms acceptance with ``ready``, legacy says nothing.  A connection
+    # opened by this turn waits that long (twice its handshake time, within these bounds, less
+    # on ``ready``) before the caller's text is read.  A server that stays quiet longer is
+    # taken as accepting: the turn must not stall on a server that never says ``ready``.
+    ACCEPT_WAIT_MIN = 0.02
+    ACCEPT_WAIT_MAX = 0.25
+
+    async def _await_acceptance(self, conn: LMNTConnection) -> None:
+        """Until the server has accepted the session (typed: ``ready``), refused it, or had a
+        round trip's time to refuse it; a warm spare is usually past all that."""
+        if self.feed.started or conn.error is not None or conn.closed is not None:
+            return
+        if conn.ready.is_set():
+            return
+        age = time.monotonic() - conn.opened_at
+        wait = min(self.ACCEPT_WAIT_MAX, max(self.ACCEPT_WAIT_MIN, 2 * conn.handshake_seconds))
+        budget = wait - age
+        if budget <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        waits = {
+            loop.create_task(conn.ready.wait()),
+            loop.create_task(conn.answered.wait()),
+            loop.create_task(self._interrupt_event.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
 
     async def _send(self, conn: LMNTConnection) -> None:
         """Send the feed from ``_start_at``: coalesced, paced, and within the session's text

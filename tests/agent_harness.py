@@ -379,12 +379,11 @@ async def agent_session(
                 h.start_seconds = time.monotonic() - t0
             yield h
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(session.close(), 5)
-        await tts.aclose()
-        with contextlib.suppress(Exception):
-            await drain.stop()
-        await server.stop()
+        # Bounded, so a scenario that failed (possibly leaving the framework stuck) reports its
+        # own assertion instead of hanging in teardown.
+        for step in (session.close(), tts.aclose(), drain.stop(), server.stop()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(step, 5)
 
 
 async def assert_clean_exit(h: Harness) -> None:

@@ -546,15 +546,7 @@ async def test_back_to_back_say() -> None:
 
 @pytest.mark.parametrize(
     "same",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=False, reason="issue 10 item 2, branch lifecycle (reopen after aclose)"
-            ),
-        ),
-    ],
+    [False, True],
     ids=["new instance", "same instance"],
 )
 async def test_change_pipeline_tts(same: bool) -> None:

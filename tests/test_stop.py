@@ -136,3 +136,36 @@ def test_serve_refuses_bad_deployment_settings_with_2(
         main(["serve", "--workers", "0"])
     assert exc.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_default_workers_follow_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The neural engine's pool already uses every core: one worker by default (2 workers kept
+    32 sessions real time where 1 kept 40); other engines get one worker per core."""
+    from videosdk.plugins.lmnt.cli import _build_parser
+    from videosdk.plugins.lmnt.cli_serve import _resolve
+    from videosdk.plugins.lmnt.server.workers import default_workers
+
+    monkeypatch.delenv("LMNT_WORKERS", raising=False)
+
+    def workers(*argv: str) -> int:
+        args = _build_parser().parse_args(["serve", *argv])
+        _resolve(args)
+        return int(args.workers)
+
+    assert workers("--engine", "neural") == 1
+    assert workers("--engine", "tone") == default_workers()
+    assert workers("--engine", "neural", "--workers", "3") == 3
+    monkeypatch.setenv("LMNT_WORKERS", "2")
+    assert workers("--engine", "neural") == 2
+
+
+def test_inference_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --workers N`` hands each worker cores / N inference threads this way."""
+    pytest.importorskip("piper")
+    from videosdk.plugins.lmnt.server.engines.piper import PiperEngine
+
+    monkeypatch.setenv("LMNT_INFERENCE_THREADS", "1")
+    assert PiperEngine()._workers == 1
+    monkeypatch.setenv("LMNT_INFERENCE_THREADS", "none")
+    with pytest.raises(ValueError, match="LMNT_INFERENCE_THREADS must be a whole number"):
+        PiperEngine()

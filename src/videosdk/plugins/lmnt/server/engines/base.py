@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "INFERENCE_THREADS_ENV",
     "LMNT_VOICES",
     "MAX_SPEED",
     "MIN_SPEED",
@@ -28,6 +29,10 @@ __all__ = [
     "check_speed",
     "load_engine",
 ]
+
+#: Inference threads of a process whose neural engine was not given ``workers`` (default: one
+#: per core); ``lmnt-local serve --workers N`` sets it to cores / N for its workers.
+INFERENCE_THREADS_ENV = "LMNT_INFERENCE_THREADS"
 
 #: LMNT's documented range of ``speed`` (legacy docs): 0.25 (slow) to 2.0 (twice as fast).
 MIN_SPEED, MAX_SPEED = 0.25, 2.0

@@ -46,6 +46,7 @@ from piper.config import PiperConfig
 from piper.const import BOS, EOS, PAD
 
 from .base import (
+    INFERENCE_THREADS_ENV,
     LMNT_VOICES,
     PLAYBACK_LEAD,
     EngineChunk,
@@ -358,12 +359,25 @@ def _close_pools() -> None:
         pool.close(timeout=5.0)  # one piece is well under a second of CPU
 
 
+def _default_threads() -> int:
+    value = os.environ.get(INFERENCE_THREADS_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ValueError(f"{INFERENCE_THREADS_ENV} must be a whole number >= 1, got {value!r}")
+        return threads
+    return min(8, os.cpu_count() or 1)
+
+
 class PiperEngine:
     """Natural speech from Piper voices; LMNT's voice names map to the best installed voice.
 
     ``voice_dirs``: directories of extra Piper voices.  ``default_voice``: the id LMNT's names
     and unknown ids speak with (default: the first English voice).  ``workers``: inference
-    threads (default: one per core, at most 8).
+    threads (default: ``$LMNT_INFERENCE_THREADS``, else one per core, at most 8).
     """
 
     name = "neural"
@@ -381,7 +395,7 @@ class PiperEngine:
         english = [v.id for v in self._files.values() if v.language == "en"]
         ids = english or list(self._files)
         self._default: str | None = default_voice or (ids[0] if ids else None)
-        self._workers = workers or min(8, os.cpu_count() or 1)
+        self._workers = workers or _default_threads()
         if self._workers < 1:
             raise ValueError("workers must be >= 1")
         self._loaded: dict[str, _Loaded] = {}

@@ -1,9 +1,10 @@
-# lmnt-local in a container: the local LMNT-compatible server with the espeak-ng engine.
+# lmnt-local in a container: the local LMNT-compatible server with the neural engine (Piper;
+# espeak-ng is installed too, see docs/local-server.md).
 #   docker build -t lmnt-local .
 #   docker run --rm -p 8765:8765 lmnt-local        # then LMNT_WS_URL=ws://HOST:8765/v1/ai/speech/stream
-# Configuration is by environment (see docs/deploy.md): LMNT_WORKERS (default: the CPUs the
-# container may use), LMNT_DRAIN_TIMEOUT, LMNT_MAX_SESSIONS, LMNT_MAX_CONNECTIONS,
-# LMNT_LIMITS_FILE, LMNT_KEY_MAX_SESSIONS, LMNT_KEY_CHARS_PER_MINUTE, LMNT_LOG_FORMAT.
+# Configuration is by environment (see docs/deploy.md): LMNT_WORKERS (default: 1 for the
+# neural engine, whose inference uses every CPU the container may use), LMNT_DRAIN_TIMEOUT,
+# LMNT_MAX_SESSIONS, LMNT_MAX_CONNECTIONS, LMNT_LIMITS_FILE, LMNT_KEY_MAX_SESSIONS, LMNT_KEY_CHARS_PER_MINUTE, LMNT_LOG_FORMAT.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

@@ -4,7 +4,8 @@
 #   docker run --rm -p 8765:8765 lmnt-local        # then LMNT_WS_URL=ws://HOST:8765/v1/ai/speech/stream
 # Configuration is by environment (see docs/deploy.md): LMNT_WORKERS (default: 1 for the
 # neural engine, whose inference uses every CPU the container may use), LMNT_DRAIN_TIMEOUT,
-# LMNT_MAX_SESSIONS, LMNT_MAX_CONNECTIONS, LMNT_LIMITS_FILE, LMNT_KEY_MAX_SESSIONS, LMNT_KEY_CHARS_PER_MINUTE, LMNT_LOG_FORMAT.
+# LMNT_MAX_SESSIONS, LMNT_MAX_CONNECTIONS, LMNT_LIMITS_FILE, LMNT_KEY_MAX_SESSIONS,
+# LMNT_KEY_CHARS_PER_MINUTE, LMNT_LOG_FORMAT.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

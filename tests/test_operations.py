@@ -308,3 +308,44 @@ async def test_json_logs_carry_the_request_id(http: aiohttp.ClientSession) -> No
         assert mine, f"no log line for {rid}"
         assert all(r["level"] and r["logger"] and r["time"].endswith("Z") for r in mine)
     assert not any(KEY in line or "sk-bad" in line for line in lines)
+
+
+async def test_http_request_id_header_is_the_id_the_logs_carry(
+    http: aiohttp.ClientSession,
+) -> None:
+    """One id per request: the ``request-id`` a client quotes in a bug report finds its log
+    lines (an id the client sent in ``X-Request-Id`` is kept, as for WebSocket sessions)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    handler = Collect(logging.DEBUG)
+    logger = logging.getLogger("videosdk.plugins.lmnt.server")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        async with LocalLMNTServer(ToneEngine(), api_keys=[KEY]) as srv:
+            body = {"text": "Hi.", "voice": "ava", "format": "pcm_s16le"}
+            url = srv.http_url + "/v1/ai/speech/bytes"
+            given = "req_from_the_client_42"
+            async with http.post(
+                url, json=body, headers={"X-API-Key": KEY, "X-Request-Id": given}
+            ) as resp:
+                assert resp.status == 200
+                await resp.read()
+                assert resp.headers["request-id"] == given
+            async with http.post(
+                url, json={**body, "voice": "nobody"}, headers={"X-API-Key": KEY}
+            ) as resp:
+                assert resp.status == 422
+                rid = resp.headers["request-id"]
+            logger.info("after the refused request")  # outside any request: no id
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert rid.startswith("req_") and rid != given
+    records = [json.loads(line) for line in lines]
+    assert all(r.get("request_id") in (None, "", given, rid) for r in records), records

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol import TYPED_VERSIONS, VERSIONS
+from .logs import request_id as current_request_id
 from .session import key_allowed
 
 __all__ = [
@@ -29,8 +30,9 @@ __all__ = [
 
 
 def request_id(request: web.Request) -> str:
-    """A fresh ``req_…`` id for the ``request-id`` header (each request answers once)."""
-    return f"req_{uuid.uuid4().hex}"
+    """The request's ``req_…`` id for the ``request-id`` header: the one the server's middleware
+    gave it (and its log lines carry, see :mod:`.logs`), else a fresh one."""
+    return current_request_id.get() or f"req_{uuid.uuid4().hex}"
 
 
 def api_version(request: web.Request) -> str:

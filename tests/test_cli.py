@@ -254,10 +254,10 @@ async def test_text_beyond_one_turn_is_spoken_in_several(
 ) -> None:
     """A book chapter must not hit a server's per-session text limit: it becomes several turns
     of sentence-sized messages, and nothing is lost or reordered between them."""
-    from videosdk.plugins.lmnt import cli
+    from videosdk.plugins.lmnt import cli_speak
 
-    monkeypatch.setattr(cli, "TURN_CHARS", 40)
-    monkeypatch.setattr(cli, "CHUNK_CHARS", 15)
+    monkeypatch.setattr(cli_speak, "TURN_CHARS", 40)
+    monkeypatch.setattr(cli_speak, "CHUNK_CHARS", 15)
     text = "One two three. Four five six seven. Eight nine ten eleven. Twelve thirteen."
     out = tmp_path / "turns.wav"
     async with LocalLMNTServer(engine=ToneEngine()) as srv:

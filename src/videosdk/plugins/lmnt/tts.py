@@ -13,33 +13,39 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import os
-import re
 import ssl as ssl_module
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 from videosdk.agents import TTS
 
+from .callers import _caller_of, _end_first_audio_wait
 from .connection import ConnectionPool, ConnectionSettings
 from .errors import LMNTError, redact, redact_url
-from .hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
+from .feed import FeedRelease, TextFeed
+from .options import (
+    _OVERRIDABLE,
+    DEFAULT_FORMAT,
+    LMNT_SAMPLE_RATE,
+    _check_number,
+    _check_url,
+    _FormatType,
+    _LanguageCode,
+    _SampleRate,
+    _validate,
+)
 from .protocol import (
     DEFAULT_WS_URL,
-    FORMATS,
     LEGACY_VERSION,
-    SAMPLE_RATES,
     TYPED_VERSIONS,
     SessionOptions,
 )
+from .track import _playback_clock, _queued_samples
 from .turn import (
     REUSABLE_FORMATS,
-    FeedRelease,
     RetryPolicy,
-    TextFeed,
     Turn,
     TurnSink,
     _AfterAudio,
@@ -59,142 +65,6 @@ LMNT_CHANNELS = 1
 LMNT_WSS_URL: str = DEFAULT_WS_URL
 LMNT_VERSION: str = LEGACY_VERSION
 TRACK_DEFAULT_RATE = 24000  # what the framework's CustomAudioStreamTrack plays
-
-_FormatType = Literal["pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm"]
-_SampleRate = Literal[8000, 16000, 24000]
-DEFAULT_FORMAT: _FormatType = "pcm_s16le"
-LMNT_SAMPLE_RATE: _SampleRate = 24000
-_LanguageCode = str
-_LANGUAGE_RE = re.compile(r"^(auto|[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)$")
-_OVERRIDABLE = ("model", "language", "format", "sample_rate", "seed", "temperature", "top_p")
-
-
-def _check_str(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _check_number(name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number between {lo} and {hi}, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {value!r}")
-    return float(value)
-
-
-def _validate(opts: dict[str, Any]) -> None:
-    """The checks shared by the constructor and per-call overrides."""
-    _check_str("voice", opts["voice"])
-    _check_str("model", opts["model"])
-    language = opts["language"]
-    if not isinstance(language, str) or not _LANGUAGE_RE.match(language):
-        raise ValueError(
-            f"language must be 'auto' or an ISO 639-1 code such as 'en', got {language!r}"
-        )
-    if opts["format"] not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {opts['format']!r}")
-    rate = opts["sample_rate"]
-    if isinstance(rate, bool) or rate not in SAMPLE_RATES:
-        raise ValueError(
-            f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}; got {rate!r}"
-        )
-    seed = opts["seed"]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
-    _check_number("temperature", opts["temperature"], 0.0, 5.0)
-    _check_number("top_p", opts["top_p"], 0.0, 1.0)
-
-
-def _check_url(url: Any, allow_insecure: bool) -> str:
-    """A ``ws://`` URL to a public host would send the key in clear text: refused unless asked.
-
-    The decision is on the literal host (see ``hosts``): private addresses and cluster-style
-    names pass, as does ``allow_insecure=True`` or ``LMNT_ALLOW_INSECURE=1`` (a deployment can
-    allow it without a code change).
-    """
-    if not isinstance(url, str):
-        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {type(url).__name__}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(
-            f"ws_url must be a ws:// or wss:// URL with a host, got {redact_url(url)!r}"
-        )
-    insecure_ok = allow_insecure or insecure_allowed_by_env()
-    if parts.scheme == "ws" and not insecure_ok and not is_private_host(parts.hostname):
-        raise ValueError(
-            f"ws_url {redact_url(url)!r} is plain ws:// to a public host: the API key would "
-            "travel unencrypted. Use wss://, or, if this is intended, pass allow_insecure=True "
-            f"or set {INSECURE_ENV}=1 (ws:// to loopback, private addresses and single-label or "
-            ".local/.internal/.svc names is allowed without either)."
-        )
-    return url
-
-
-def _queued_samples(track: Any) -> int | None:
-    """Samples of audio waiting on the framework's track (queued and paused), if it can tell."""
-    rate = getattr(track, "sample_rate", None)
-    if not isinstance(getattr(track, "_samples_played", None), int) or not isinstance(rate, int):
-        return None
-    samples = getattr(track, "samples", rate // 50)
-    queued = len(getattr(track, "frame_buffer", ())) * samples
-    queued += len(getattr(track, "_paused_frames", ())) * samples
-    queued += len(getattr(track, "audio_data_buffer", b"")) // 2
-    return int(queued)
-
-
-def _playback_clock(track: Any) -> Callable[[], float] | None:
-    """Seconds of the coming turn's audio the track has played, if the track can tell.
-
-    The framework's track counts frames it played (``_samples_played``); audio already queued
-    when the turn starts plays first, so it is subtracted.
-    """
-    played0 = getattr(track, "_samples_played", None)
-    rate = getattr(track, "sample_rate", None)
-    queued = _queued_samples(track)
-    if not isinstance(played0, int) or not isinstance(rate, int) or rate <= 0 or queued is None:
-        return None
-
-    def played() -> float:
-        return float(track._samples_played - played0 - queued) / rate
-
-    return played
-
-
-_Caller = Literal["fallback", "agent", "direct"]
-
-
-def _caller_of(tts: Any, frame: Any) -> tuple[_Caller, Any]:
-    """Who awaits ``synthesize()``, which decides what a failure before audio should do; and the
-    framework's ``SpeechGeneration`` running the turn, if one does.
-
-    * ``"fallback"``: the framework's ``FallbackTTS``, with another provider to hand the turn
-      to: raising is how it retries the same turn (and it reports the error itself).
-    * ``"agent"``: the framework's ``SpeechGeneration`` with no fallback able to act (directly,
-      or through a ``FallbackTTS`` whose other providers are used up): a raise would leave the
-      agent stuck in THINKING (or make ``session.start()`` fail for a greeting), so the failure
-      is emitted and the turn returns; the agent goes back to IDLE and keeps listening.
-    * ``"direct"``: anything else (user code, ``stream_synthesize``, ``TTSAudioCache``): emit
-      and raise, so the caller learns of it.
-
-    The caller is the frame awaiting this coroutine, read once when the call starts.
-    """
-    owner = _self_of(frame)
-    providers = getattr(owner, "providers", None)
-    if isinstance(providers, list) and tts in providers and hasattr(owner, "_switch_provider"):
-        speech = _self_of(frame.f_back)
-        speech = speech if type(speech).__name__ == "SpeechGeneration" else None
-        index = getattr(owner, "_current_index", None)
-        if isinstance(index, int) and index < len(providers) - 1:
-            return "fallback", speech
-        return ("agent" if speech is not None else "direct"), speech
-    if type(owner).__name__ == "SpeechGeneration":
-        return "agent", owner
-    return "direct", None
-
-
-def _self_of(frame: Any) -> Any:
-    return frame.f_locals.get("self") if frame is not None else None
 
 
 class LMNTTTS(TTS):  # type: ignore[misc]
@@ -627,20 +497,3 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             self._closed = True
             await self._pool.aclose()
         await super().aclose()
-
-
-def _end_first_audio_wait(speech: Any, callback: Any) -> None:
-    """After a failure with text read and no audio, ``SpeechGeneration`` would wait 10 s for a
-    first audio byte before ending the turn.  Its wait is ended without faking audio when its
-    event is there; otherwise the first-audio callback is invoked (marks the agent SPEAKING
-    for an instant) so the agent returns to IDLE at once."""
-    event = getattr(speech, "_first_byte_event", None)
-    if isinstance(event, asyncio.Event):
-        event.set()
-    elif callback is not None:
-        task = asyncio.get_running_loop().create_task(callback())
-        _CALLBACKS.add(task)
-        task.add_done_callback(_CALLBACKS.discard)
-
-
-_CALLBACKS: set[asyncio.Task[Any]] = set()

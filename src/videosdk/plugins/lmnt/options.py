@@ -1,0 +1,86 @@
+"""Checks on ``LMNTTTS`` options: the 1.0.30 ``ValueError``s for bad config, and ``ws_url`` policy.
+
+Shared by the constructor and per-call overrides, kept apart from the adapter so the rules a
+caller's configuration must meet are read in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .errors import redact_url
+from .hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
+from .protocol import FORMATS, SAMPLE_RATES
+
+_FormatType = Literal["pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm"]
+_SampleRate = Literal[8000, 16000, 24000]
+DEFAULT_FORMAT: _FormatType = "pcm_s16le"
+LMNT_SAMPLE_RATE: _SampleRate = 24000
+_LanguageCode = str
+_LANGUAGE_RE = re.compile(r"^(auto|[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)$")
+_OVERRIDABLE = ("model", "language", "format", "sample_rate", "seed", "temperature", "top_p")
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number between {lo} and {hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value!r}")
+    return float(value)
+
+
+def _validate(opts: dict[str, Any]) -> None:
+    """The checks shared by the constructor and per-call overrides."""
+    _check_str("voice", opts["voice"])
+    _check_str("model", opts["model"])
+    language = opts["language"]
+    if not isinstance(language, str) or not _LANGUAGE_RE.match(language):
+        raise ValueError(
+            f"language must be 'auto' or an ISO 639-1 code such as 'en', got {language!r}"
+        )
+    if opts["format"] not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {opts['format']!r}")
+    rate = opts["sample_rate"]
+    if isinstance(rate, bool) or rate not in SAMPLE_RATES:
+        raise ValueError(
+            f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}; got {rate!r}"
+        )
+    seed = opts["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    _check_number("temperature", opts["temperature"], 0.0, 5.0)
+    _check_number("top_p", opts["top_p"], 0.0, 1.0)
+
+
+def _check_url(url: Any, allow_insecure: bool) -> str:
+    """A ``ws://`` URL to a public host would send the key in clear text: refused unless asked.
+
+    The decision is on the literal host (see ``hosts``): private addresses and cluster-style
+    names pass, as does ``allow_insecure=True`` or ``LMNT_ALLOW_INSECURE=1`` (a deployment can
+    allow it without a code change).
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(
+            f"ws_url must be a ws:// or wss:// URL with a host, got {redact_url(url)!r}"
+        )
+    insecure_ok = allow_insecure or insecure_allowed_by_env()
+    if parts.scheme == "ws" and not insecure_ok and not is_private_host(parts.hostname):
+        raise ValueError(
+            f"ws_url {redact_url(url)!r} is plain ws:// to a public host: the API key would "
+            "travel unencrypted. Use wss://, or, if this is intended, pass allow_insecure=True "
+            f"or set {INSECURE_ENV}=1 (ws:// to loopback, private addresses and single-label or "
+            ".local/.internal/.svc names is allowed without either)."
+        )
+    return url

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import signal
 import socket
@@ -33,6 +32,7 @@ from videosdk.plugins.lmnt.cli import main
 from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span, estimate_pitch, s16_array
+from env_helpers import clear_lmnt_env, subprocess_env
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -66,16 +66,10 @@ LONG_TEXT = "\n\n".join(
 
 @pytest.fixture(autouse=True)
 def _no_lmnt_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's LMNT_WS_URL / LMNT_API_KEY must not redirect these tests."""
-    monkeypatch.delenv("LMNT_WS_URL", raising=False)
-    monkeypatch.delenv("LMNT_API_KEY", raising=False)
+    clear_lmnt_env(monkeypatch)
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+_env = subprocess_env
 
 
 def _cli(

@@ -11,10 +11,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib.util
-import ipaddress
 import os
 import re
-import socket
 import subprocess
 import sys
 import wave
@@ -29,6 +27,7 @@ from videosdk.plugins.lmnt import LMNTTTS
 from videosdk.plugins.lmnt.server import ToneEngine
 
 from audio_helpers import active_span, estimate_pitch
+from env_helpers import refuse_non_loopback
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,37 +71,10 @@ def offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def _loopback(host: Any) -> bool:
-    if host in ("localhost", None):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).strip("[]").split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 @pytest.fixture
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Refuse (and record) every DNS lookup or connection that is not to a loopback address."""
-    refused: list[Any] = []
-    real_connect = socket.socket.connect
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
-            refused.append(address)
-            raise OSError(f"test: network access to {address!r} refused")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _loopback(host):
-            refused.append(host)
-            raise OSError(f"test: DNS lookup of {host!r} refused")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return refused
+    return refuse_non_loopback(monkeypatch)
 
 
 # -- offline_conversation.py ---------------------------------------------------------------

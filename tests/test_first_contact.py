@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import io
-import ipaddress
-import os
 import re
 import shutil
 import signal
@@ -29,6 +27,8 @@ from videosdk.plugins.lmnt.cli import _Progress, main
 from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt.server.engines import VoiceInfo
 
+from env_helpers import clear_lmnt_env, refuse_non_loopback, subprocess_env
+
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,15 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _no_lmnt_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LMNT_WS_URL", raising=False)
-    monkeypatch.delenv("LMNT_API_KEY", raising=False)
+    clear_lmnt_env(monkeypatch)
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+_env = subprocess_env
 
 
 def _closed_port() -> int:
@@ -306,36 +301,11 @@ def _load_agent_example() -> Any:
     return module
 
 
-def _is_loopback(host: Any) -> bool:
-    if host in ("localhost", None):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).strip("[]").split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """No traffic leaves the machine: DNS lookups and connections to anything but loopback
     fail as they would with no network (and are recorded)."""
-    refused: list[Any] = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
-            refused.append(address)
-            raise OSError(f"test: network access to {address!r} refused")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_loopback(host):
-            refused.append(host)
-            raise OSError(f"test: DNS lookup of {host!r} refused")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    refused = refuse_non_loopback(monkeypatch)
     for name in ("VIDEOSDK_AUTH_TOKEN", "VIDEOSDK_API_KEY", "VIDEOSDK_SECRET_KEY",
                  "VIDEOSDK_ROOM_ID"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)

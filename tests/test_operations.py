@@ -7,11 +7,12 @@ Real server over real TCP with aiohttp clients; the tone engine (optionally pace
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +283,9 @@ def test_bad_limits_config_is_a_value_error(
 # -- logs ----------------------------------------------------------------------------------
 
 
-async def test_json_logs_carry_the_request_id(http: aiohttp.ClientSession) -> None:
+@contextlib.contextmanager
+def _json_logs() -> Iterator[list[str]]:
+    """The server's log records at DEBUG, as the JSON lines ``--log-format json`` writes."""
     lines: list[str] = []
 
     class Collect(logging.Handler):
@@ -295,13 +298,18 @@ async def test_json_logs_carry_the_request_id(http: aiohttp.ClientSession) -> No
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+async def test_json_logs_carry_the_request_id(http: aiohttp.ClientSession) -> None:
+    with _json_logs() as lines:
         async with LocalLMNTServer(ToneEngine(), api_keys=[KEY]) as srv:
             await _turn(http, srv.ws_url, "Hi.")
             await _turn(http, srv.ws_url, "Hi.", {**INIT, "X-API-Key": "sk-bad"})
             rids = [r.request_id for r in srv.sessions]
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     records = [json.loads(line) for line in lines]
     for rid in rids:
         mine = [r for r in records if r.get("request_id") == rid]
@@ -315,18 +323,7 @@ async def test_http_request_id_header_is_the_id_the_logs_carry(
 ) -> None:
     """One id per request: the ``request-id`` a client quotes in a bug report finds its log
     lines (an id the client sent in ``X-Request-Id`` is kept, as for WebSocket sessions)."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(JsonFormatter().format(record))
-
-    handler = Collect(logging.DEBUG)
-    logger = logging.getLogger("videosdk.plugins.lmnt.server")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with _json_logs() as lines:
         async with LocalLMNTServer(ToneEngine(), api_keys=[KEY]) as srv:
             body = {"text": "Hi.", "voice": "ava", "format": "pcm_s16le"}
             url = srv.http_url + "/v1/ai/speech/bytes"
@@ -342,10 +339,7 @@ async def test_http_request_id_header_is_the_id_the_logs_carry(
             ) as resp:
                 assert resp.status == 422
                 rid = resp.headers["request-id"]
-            logger.info("after the refused request")  # outside any request: no id
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+            logging.getLogger("videosdk.plugins.lmnt.server").info("outside any request: no id")
     assert rid.startswith("req_") and rid != given
     records = [json.loads(line) for line in lines]
     assert all(r.get("request_id") in (None, "", given, rid) for r in records), records

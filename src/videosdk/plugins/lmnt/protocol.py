@@ -41,9 +41,6 @@ from .protocol_server import (
     parse_init,
 )
 from .protocol_server import (
-    ErrorType as ErrorType,
-)
-from .protocol_server import (
     InitError as InitError,
 )
 from .protocol_server import (
@@ -74,6 +71,9 @@ from .protocol_wire import (
 )
 from .protocol_wire import (
     VERSIONS as VERSIONS,
+)
+from .protocol_wire import (
+    ErrorType as ErrorType,
 )
 
 __all__ = [

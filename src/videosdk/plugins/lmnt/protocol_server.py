@@ -277,17 +277,6 @@ def encode_interim_complete(kind: Literal["flush", "reset"], nonce: int) -> str:
     return _dumps({"complete": kind, "nonce": nonce})
 
 
-ErrorType: TypeAlias = Literal[
-    "invalid_request_error",
-    "authentication_error",
-    "permission_error",
-    "not_found_error",
-    "payment_required_error",
-    "rate_limit_error",
-    "internal_server_error",
-]
-
-
 def encode_error(
     version: str,
     message: str,

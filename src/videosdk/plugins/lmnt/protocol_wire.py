@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 DEFAULT_WS_URL: Final = "wss://api.lmnt.com/v1/ai/speech/stream"
 STREAM_PATH: Final = "/v1/ai/speech/stream"
@@ -30,7 +30,7 @@ LANGUAGES: Final = (
     "ko", "ml", "mr", "nl", "pl", "pt", "ru", "sk", "sv", "ta", "te", "th", "tr", "uk", "ur",
     "vi", "zh",
 )  # fmt: skip
-ERROR_TYPES: Final = (
+ErrorType: TypeAlias = Literal[
     "invalid_request_error",
     "authentication_error",
     "permission_error",
@@ -38,7 +38,8 @@ ERROR_TYPES: Final = (
     "payment_required_error",
     "rate_limit_error",
     "internal_server_error",
-)
+]
+ERROR_TYPES: Final = get_args(ErrorType)
 
 JSON: TypeAlias = dict[str, Any]
 

@@ -35,6 +35,7 @@ from .observe import ServerHooks
 from .playground import add_playground
 from .record import SessionRecord
 from .session import Session
+from .workers import bound_socket
 
 __all__ = ["LocalLMNTServer", "default_engine"]
 
@@ -345,15 +346,8 @@ def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     ``reuse_port``: several worker processes listen on the same port (``SO_REUSEPORT``) and
     the kernel spreads new connections over them.
     """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    sock = bound_socket(host, port, reuse_port=reuse_port)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
         sock.listen(1024)
         sock.setblocking(False)
     except BaseException:

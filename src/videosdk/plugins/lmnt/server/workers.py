@@ -32,7 +32,7 @@ from types import FrameType
 from .metrics import mark_process_dead
 from .runner import EXIT_HARD
 
-__all__ = ["Supervisor", "default_workers", "reserve_port"]
+__all__ = ["Supervisor", "bound_socket", "default_workers", "reserve_port"]
 
 log = logging.getLogger("videosdk.plugins.lmnt.server")
 
@@ -49,20 +49,30 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (never listen) ``host:port`` with ``SO_REUSEPORT``; raises ``OSError`` if taken."""
+def bound_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound (not listening) to ``host:port``; raises ``OSError`` if taken.
+
+    ``reuse_port``: several processes may bind the same port (``SO_REUSEPORT``) and the kernel
+    spreads new connections over those that listen.
+    """
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (never listen) ``host:port`` with ``SO_REUSEPORT`` for the workers to share."""
+    return bound_socket(host, port, reuse_port=True)
 
 
 class Supervisor:

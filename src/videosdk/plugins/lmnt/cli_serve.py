@@ -188,6 +188,10 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
     from .server.runner import serve_until_signalled
 
     worker = args.reuse_port
+    if worker:
+        from .server.workers import die_with_supervisor
+
+        die_with_supervisor()
     engine = cli._engine(args.engine, quiet=worker, voice_dirs=args.voice_dirs, announce=False)
     config = ServerConfig(
         max_sessions=args.max_sessions,

@@ -9,14 +9,19 @@ Workers run in their own process group, so a terminal's Ctrl-C reaches the super
 is forwarded once (a second Ctrl-C is then a deliberate "stop now").  Before starting them the
 supervisor binds the port itself (``SO_REUSEPORT``, never listening): that makes ``--port 0``
 pick one port for all, reports "address in use" before any worker starts, and keeps the port
-while a worker is being restarted.  With ``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor makes
-a temporary one if it is not), every worker's ``/metrics`` reports the sum over all workers.
+while a worker is being restarted.  That bind is exclusive at first, so a port still held by
+anyone, orphaned workers included, is "in use"; and workers end (SIGTERM) when their
+supervisor dies, however it dies (:func:`die_with_supervisor`).  With
+``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor makes a temporary one if it is not), every
+worker's ``/metrics`` reports the sum over all workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import itertools
 import logging
 import os
 import shutil
@@ -32,13 +37,24 @@ from types import FrameType
 from .metrics import mark_process_dead
 from .runner import EXIT_HARD
 
-__all__ = ["Supervisor", "bound_socket", "default_workers", "reserve_port"]
+__all__ = [
+    "SUPERVISOR_ENV",
+    "Supervisor",
+    "bound_socket",
+    "default_workers",
+    "die_with_supervisor",
+    "reserve_port",
+]
 
 log = logging.getLogger("videosdk.plugins.lmnt.server")
 
 #: A worker that dies this many times within ``_CRASH_WINDOW`` seconds is not restarted again.
 _MAX_CRASHES = 5
 _CRASH_WINDOW = 60.0
+#: The supervisor's pid, as its workers are told it (they end when it does).
+SUPERVISOR_ENV = "_LMNT_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
+_WATCH_INTERVAL = 0.5
 
 
 def default_workers() -> int:
@@ -71,8 +87,51 @@ def bound_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (never listen) ``host:port`` with ``SO_REUSEPORT`` for the workers to share."""
-    return bound_socket(host, port, reuse_port=True)
+    """Bind (never listen) ``host:port`` for the workers to share; ``OSError`` if anyone holds it.
+
+    The bind itself is exclusive (no ``SO_REUSEPORT`` yet), so it fails while any socket is
+    bound there, including orphaned workers of a supervisor that was killed: with
+    ``SO_REUSEPORT`` from the start, a new server would silently share the port with them (and
+    with their old API keys).  Only once the port is ours is ``SO_REUSEPORT`` set, which lets
+    our own workers bind beside it (Linux checks both sockets' flag at the later bind).
+    """
+    sock = bound_socket(host, port, reuse_port=False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def die_with_supervisor() -> None:
+    """In a worker: end (SIGTERM, so a drain) as soon as the supervisor that started it dies.
+
+    A worker outliving a SIGKILLed supervisor would keep serving the port with the old
+    settings and keys, unsupervised.  On Linux the kernel sends the signal
+    (``PR_SET_PDEATHSIG``); a watchdog thread polling the parent pid covers other systems and
+    the case the kernel cannot (the parent died before the request was made).
+    """
+    raw = os.environ.pop(SUPERVISOR_ENV, "")
+    if not raw.isdigit():
+        return
+    supervisor = int(raw)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != supervisor:  # already orphaned before the kernel could be told
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        for _ in itertools.count():
+            time.sleep(_WATCH_INTERVAL)
+            if os.getppid() != supervisor:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="lmnt-supervisor-watch", daemon=True).start()
 
 
 class Supervisor:
@@ -91,6 +150,7 @@ class Supervisor:
         self.count = count
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
+        self.env[SUPERVISOR_ENV] = str(os.getpid())
         self.drain_timeout = drain_timeout
         self.hard_grace = hard_grace
         self.ready_timeout = ready_timeout
@@ -101,6 +161,8 @@ class Supervisor:
         self._signals = 0
         self._stop = asyncio.Event()
         self._readers: set[asyncio.Future[None]] = set()
+        #: Workers a stop signal was forwarded to (one restarted meanwhile was not).
+        self._told: set[int] = set()
 
     async def start(self) -> list[str]:
         """Start every worker; returns each one's first stdout line (its URL) once it is ready."""
@@ -179,6 +241,7 @@ class Supervisor:
                 if proc is not None and proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(proc.pid, signum)
+                    self._told.add(proc.pid)
             loop.call_soon_threadsafe(self._stop.set)
 
         return handler
@@ -196,6 +259,8 @@ class Supervisor:
             return False
         _say(f"worker {index} (pid {proc.pid}) exited with {proc.returncode}; restarting it")
         await asyncio.sleep(0.5)
+        if self._stopping:  # a stop signal came while we waited: start nothing new
+            return True
         try:
             await self._spawn(index)
         except (RuntimeError, OSError) as exc:
@@ -210,6 +275,11 @@ class Supervisor:
         if not self._stopping:
             self._stopping = True
             await self._terminate_all(signal.SIGTERM, wait=False)
+        for proc in self.procs:  # a worker started after the signal was forwarded (a restart
+            if proc is not None and proc.returncode is None and proc.pid not in self._told:
+                with contextlib.suppress(ProcessLookupError):  # in flight) gets it now
+                    proc.send_signal(signal.SIGTERM)
+                self._told.add(proc.pid)
         live = [p for p in self.procs if p is not None and p.returncode is None]
         if live:
             budget = self.drain_timeout + self.hard_grace + 2.0
@@ -227,6 +297,7 @@ class Supervisor:
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(sig)
+                self._told.add(proc.pid)
         if wait:
             for proc in self.procs:
                 if proc is not None:

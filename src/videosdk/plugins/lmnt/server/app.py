@@ -28,6 +28,7 @@ from .faults import Faults
 from .guard import ConnectionGuard, guard_middleware
 from .health import Health
 from .http import HttpRoutes, json_errors
+from .intake import LoopLag
 from .limits import KeyLimits, LimitsConfig
 from .logs import request_id
 from .metrics import ServerMetrics
@@ -98,6 +99,8 @@ class LocalLMNTServer:
         self._inflight: set[asyncio.Task[object]] = set()  # HTTP speech requests running
         self._guard: ConnectionGuard | None = None
         self._drain_cut = False
+        #: How late the event loop has lately been (sessions' message rate allows for it).
+        self._lag = LoopLag()
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -189,6 +192,7 @@ class LocalLMNTServer:
         self._guard = guard
         self._port = sock.getsockname()[1]
         self._encoders.warm()
+        self._lag.start()
         self.health.draining = False
         try:
             # The model (Piper: ~0.6 s) loads off the loop while health checks are answered;
@@ -259,6 +263,7 @@ class LocalLMNTServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runner.cleanup(), budget * 0.35)
         self._encoders.close()
+        self._lag.stop()
 
     # -- the WebSocket route ---------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class LocalLMNTServer:
             encoders=self._encoders,
             usage=self.accounts.add_usage,
             hooks=ServerHooks(self.metrics, self.limits),
+            lag=self._lag,
         )
         self._live.add(session)
         try:

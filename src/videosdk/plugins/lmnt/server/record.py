@@ -35,6 +35,7 @@ class SessionRecord:
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _kept: int = field(default=0, repr=False)  # characters in ``texts``
 
     @property
     def text(self) -> str:
@@ -43,13 +44,16 @@ class SessionRecord:
 
     def note_text(self, text: str, limit: int) -> None:
         """Keep ``text`` while the record holds fewer than ``limit`` characters."""
-        kept = sum(len(t) for t in self.texts)
-        room = limit - kept
+        if self.texts_truncated:  # full already: O(1), however many messages follow
+            return
+        room = limit - self._kept
         if len(text) <= room:
             self.texts.append(text)
+            self._kept += len(text)
         else:
             if room > 0:
                 self.texts.append(text[:room])
+            self._kept = limit
             self.texts_truncated = True
 
     def closed(self, by: Literal["server", "client"], code: int | None) -> None:

@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +38,11 @@ from ..protocol import (
     encode_timestamps,
     has_lone_surrogate,
     parse_init,
-    split_complete_sentences,
 )
 from .config import ServerConfig, speech_units
 from .engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
 from .faults import Faults, Wire
+from .intake import LoopLag, MessageRate, TextBuffer
 from .observe import SessionHooks
 from .record import SessionRecord
 from .stream import AudioStream, EncodeRunner, Frame, InlineEncoding
@@ -123,6 +122,7 @@ class Session:
         encoders: EncodeRunner | None = None,
         usage: Callable[[str, int], None] | None = None,
         hooks: SessionHooks | None = None,
+        lag: LoopLag | None = None,
     ) -> None:
         self._ws = ws
         self._encoders: EncodeRunner = encoders if encoders is not None else InlineEncoding()
@@ -149,14 +149,15 @@ class Session:
         self._stream: AudioStream | None = None
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._buffer = ""
+        self._buffer = TextBuffer()
         self._pending_units = 0
         self._chars = 0
         self._eof = False
-        self._arrivals: deque[float] = deque()
+        self._rate = MessageRate(config.max_messages_per_second, lag)
         self._origin = 0.0  # 1.2: stream time timestamps count from (last flush/reset)
         self._first_audio_at: float | None = None  # monotonic time of the first audio frame
         self._send_wait = 0.0  # seconds the current unit waited for the outbox (not engine time)
+        self._worked_at = 0.0  # monotonic time the worker last finished an item (idleness)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -210,7 +211,10 @@ class Session:
         if self._eof or (not self._init.typed and self._chars):
             return True
         return bool(
-            self._buffer.strip() or self._busy_item or not self._queue.empty() or self.wire.backlog
+            not self._buffer.blank
+            or self._busy_item
+            or not self._queue.empty()
+            or self.wire.backlog
         )
 
     async def shutdown(self, code: int = 1001) -> None:
@@ -298,15 +302,42 @@ class Session:
 
     # -- the reader ------------------------------------------------------------------------
 
+    @property
+    def _working(self) -> bool:
+        """The server owes the client audio or acks: a silent client is waiting, not idle.
+
+        Unflushed text alone is not work (nothing will happen until the client sends more).
+        """
+        return bool(self._eof or self._busy_item or not self._queue.empty() or self.wire.backlog)
+
     async def _read_loop(self) -> None:
+        """Read client messages; close 1008 after ``idle_timeout`` with none and no work.
+
+        Idleness is counted from the client's last message (or the end of the server's last
+        work for it), not from the last frame of any kind: the heartbeat's pongs arrive every
+        ``heartbeat`` seconds and would restart a per-receive timeout forever.
+        """
         idle = self._config.idle_timeout
+        last = time.monotonic()
         while True:
+            left = last + idle - time.monotonic()
             try:
-                msg = await self._ws.receive(timeout=idle)
+                if left <= 0:
+                    raise TimeoutError
+                # Not receive(timeout=): aiohttp restarts that timer for every frame it
+                # handles itself, pongs included.
+                async with asyncio.timeout(left):
+                    msg = await self._ws.receive()
             except TimeoutError:
-                if self.busy:
-                    continue  # the client waits for audio: that is not idleness
+                now = time.monotonic()
+                if self._working:
+                    last = now  # the client waits for audio: that is not idleness
+                    continue
+                last = max(last, self._worked_at)
+                if now - last < idle:
+                    continue
                 raise _Violation(f"session idle for {idle:g} s", 1008) from None
+            last = time.monotonic()
             if msg.type is WSMsgType.TEXT:
                 self._admit(msg.data)
                 if not self._eof:
@@ -330,12 +361,7 @@ class Session:
     def _admit(self, data: str) -> None:
         """Per-message limits: frame size and message rate."""
         self._admit_size(data)
-        now = time.monotonic()
-        arrivals = self._arrivals
-        arrivals.append(now)
-        while arrivals and arrivals[0] <= now - 1.0:
-            arrivals.popleft()
-        if len(arrivals) > self._config.max_messages_per_second:
+        if not self._rate.admit():
             raise _Violation("rate limit exceeded", 1008, "rate_limit_error")
 
     def _command(self, data: str) -> None:
@@ -369,10 +395,7 @@ class Session:
                 self._usage(self._init.api_key, len(command.text))
             record.note_text(command.text, self._config.max_record_chars)
             record.commands.append("text")
-            sentences, self._buffer = split_complete_sentences(
-                self._buffer + command.text, keep_whitespace=True
-            )
-            for sentence in sentences:
+            for sentence in self._buffer.append(command.text):
                 self._speak(sentence)
         elif isinstance(command, Flush):
             self._hooks.turn_end()
@@ -388,7 +411,7 @@ class Session:
             self._dropped.add(self._gen)
             if len(self._dropped) > 4096:
                 self._dropped.discard(min(self._dropped))
-            self._buffer = ""
+            self._buffer.clear()
             self._queue.put_nowait(_ResetMark(command.nonce, self._gen))
             self._gen += 1
         elif isinstance(command, Eof):
@@ -399,8 +422,7 @@ class Session:
             self._queue.put_nowait(_Finish())
 
     def _take_buffer(self) -> str:
-        text, self._buffer = self._buffer, ""
-        return text
+        return self._buffer.take()
 
     def _speak(self, text: str) -> None:
         for unit in speech_units(text, self._config.max_unit_chars):
@@ -442,6 +464,7 @@ class Session:
         init, stream, wire = self._init, self._stream, self.wire
         while True:
             self._busy_item = False
+            self._worked_at = time.monotonic()
             item = await self._queue.get()
             self._busy_item = True
             if isinstance(item, _Speak):
@@ -528,7 +551,7 @@ class Session:
             origin = self._origin if init.version == "1.2" else frame.start
             after = encode_timestamps(_relative(frame.words, origin))
         elif not init.typed and init.return_extras:
-            empty = last and not self._buffer.strip() and self._pending_units == 0
+            empty = last and self._buffer.blank and self._pending_units == 0
             before = encode_extras(_relative(frame.words, frame.start), empty)
         if self._first_audio_at is None:
             self._first_audio_at = time.monotonic()

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,6 +204,16 @@ async def _turn(url: str, text: str, errors: list[tuple[float, str]] | None = No
 def _assert_whole_tone(pcm: bytes, text: str) -> None:
     start, end = active_span(pcm, TRACK_RATE)
     assert abs((end - start) - TONE.duration_of(text)) < 0.03, (end - start, text)
+
+
+def test_metrics_are_not_served_through_the_balancer(cluster: Cluster) -> None:
+    """Issue 21 item 8: agents reach the replicas through HAProxy; their /metrics does not."""
+    base = "http" + cluster.ws_url.removeprefix("ws").split("/v1/", 1)[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + "/metrics", timeout=5)
+    assert refused.value.code == 404
+    with urllib.request.urlopen(base + "/health_check", timeout=5) as ok:  # the rest is served
+        assert ok.status == 200
 
 
 async def test_turns_spread_over_the_replicas(cluster: Cluster) -> None:

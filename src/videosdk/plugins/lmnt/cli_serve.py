@@ -145,6 +145,9 @@ def _resolve(args: argparse.Namespace) -> None:
             raise ValueError("$LMNT_LOG_FORMAT must be text or json")
     if args.limits is None:
         args.limits = os.environ.get("LMNT_LIMITS_FILE") or None
+    from .server.metrics import metrics_exposure
+
+    metrics_exposure()  # a bad $LMNT_METRICS is a usage error here, not a crash in a worker
     if args.reuse_port and _KEYS_ENV in os.environ:
         args.api_keys = [k for k in os.environ.pop(_KEYS_ENV).split("\n") if k]
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ..protocol import STREAM_PATH
 from .account import AccountBook
+from .api_errors import error_response
 from .config import ServerConfig
 from .encode_pool import EncoderPool
 from .engines import SpeechEngine, best_engine, load_engine
@@ -31,7 +32,7 @@ from .http import HttpRoutes, json_errors
 from .intake import LoopLag
 from .limits import KeyLimits, LimitsConfig
 from .logs import request_id
-from .metrics import ServerMetrics
+from .metrics import ServerMetrics, metrics_exposure
 from .observe import ServerHooks
 from .playground import add_playground
 from .record import SessionRecord
@@ -73,6 +74,7 @@ class LocalLMNTServer:
         faults: Faults | None = None,
         limits: LimitsConfig | None = None,
         reuse_port: bool = False,
+        metrics_key: str | None = None,
     ) -> None:
         self.engine: SpeechEngine = engine if engine is not None else default_engine()
         self.host = host
@@ -92,8 +94,11 @@ class LocalLMNTServer:
         self._reuse_port = reuse_port
         #: Per-key session and character limits (none unless configured).
         self.limits = KeyLimits(limits)
-        #: Prometheus instruments, served on ``/metrics``.
-        self.metrics = ServerMetrics()
+        #: Prometheus instruments, served on ``/metrics`` (``metrics_key``: only with
+        #: ``Authorization: Bearer <metrics_key>``; the default comes from ``LMNT_METRICS_KEY``
+        #: and ``LMNT_METRICS=off``, see :func:`.metrics.metrics_exposure`).
+        env_key, exposed = metrics_exposure()
+        self.metrics = ServerMetrics(key=metrics_key or env_key, exposed=exposed)
         #: Readiness (``/readyz``): false until the engine is loaded and from a drain on.
         self.health = Health()
         self._inflight: set[asyncio.Task[object]] = set()  # HTTP speech requests running
@@ -162,6 +167,7 @@ class LocalLMNTServer:
             self.metrics,
             body_timeout=cfg.body_timeout,
             inflight=self._inflight,
+            api_keys=self.api_keys,
         )
         app = web.Application(middlewares=[middleware, json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
@@ -274,16 +280,20 @@ class LocalLMNTServer:
             return rejection
         if not self.health.ready:
             self.metrics.error("draining" if self.health.draining else "loading")
-            return web.json_response(
-                {"error": f"server is {self.health.reason}, retry on another replica"},
-                status=503,
+            return error_response(
+                request,
+                503,
+                "internal_server_error",
+                f"server is {self.health.reason}, retry on another replica",
                 headers={"Retry-After": "1"},
             )
         if len(self._live) >= self.config.max_sessions:
             self.metrics.error("session_limit")
-            return web.json_response(
-                {"error": "too many sessions on this server, retry later"},
-                status=429,
+            return error_response(
+                request,
+                429,
+                "rate_limit_error",
+                "too many sessions on this server, retry later",
                 headers={"Retry-After": "1"},
             )
         ws = web.WebSocketResponse(

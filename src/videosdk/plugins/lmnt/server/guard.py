@@ -13,22 +13,23 @@ speech endpoints, and the request id of log lines.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 
+from .api_errors import error_response, refusal
 from .health import Health
 from .limits import KeyLimits
 from .logs import request_id
 from .metrics import ServerMetrics
+from .session import key_allowed
 
-__all__ = ["ConnectionGuard", "guard_middleware"]
+__all__ = ["CHARGE_KEY", "ConnectionGuard", "guard_middleware", "request_key"]
 
 log = logging.getLogger("videosdk.plugins.lmnt.server")
 
@@ -47,6 +48,10 @@ _SLOW = (
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Paths whose bodies carry text to synthesize (per-key character budget applies).
 _SPEECH_PREFIX = "/v1/ai/speech"
+_VOICE_UPLOAD = "/v1/ai/voice"
+#: ``request[CHARGE_KEY](chars)``: how a speech handler spends the key's character budget once
+#: the request is valid (None, or the refusal to answer with).
+CHARGE_KEY = "lmnt_charge"
 
 
 class _Guarded(asyncio.Protocol):
@@ -158,8 +163,14 @@ def guard_middleware(
     *,
     body_timeout: float,
     inflight: set[asyncio.Task[Any]],
+    api_keys: Collection[str] | None = None,
 ) -> Any:
-    """The request-level half of the guard (see the module docstring)."""
+    """The request-level half of the guard (see the module docstring).
+
+    A request with a body is refused (401/403) before one byte of that body is read when its
+    key is missing or not allowed, so a client without a key cannot make the server hold
+    bodies; ``POST /v1/ai/voice`` (answered 501 without reading the upload) is not read at all.
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -174,20 +185,60 @@ def guard_middleware(
         if speech and task is not None:
             inflight.add(task)
         try:
-            if request.method in ("POST", "PUT", "PATCH") and request.can_read_body:
-                refused = await _read_body(request, body_timeout, metrics)
-                if refused is not None:
-                    return refused
-            if speech:
-                return await _speech(request, handler, health, limits, metrics)
-            return await handler(request)
+            response = await _guarded(request, handler, speech)
+            if not response.prepared and "request-id" not in response.headers:
+                response.headers["request-id"] = rid  # every answer names its request
+            return response
         finally:
             if task is not None:
                 inflight.discard(task)
             if guard is not None:
                 guard.request_ended(transport)
 
+    async def _guarded(request: web.Request, handler: _Handler, speech: bool) -> web.StreamResponse:
+        if request.method in ("POST", "PUT", "PATCH") and request.can_read_body:
+            if request.path.startswith("/v1/") and not key_allowed(request_key(request), api_keys):
+                refused = refusal(request, api_keys) or error_response(
+                    request, 401, "authentication_error", "Invalid API key"
+                )
+                refused.force_close()  # the body is never read: no reuse of the connection
+                return refused
+            if request.method == "POST" and request.path == _VOICE_UPLOAD:
+                return await handler(request)  # 501 without reading the upload
+            if speech and not health.ready:
+                return _unready(request, health, metrics)
+            answered = await _read_body(request, body_timeout, metrics)
+            if answered is not None:
+                return answered
+        if speech:
+            return await _speech(request, handler, health, limits, metrics)
+        return await handler(request)
+
     return middleware
+
+
+def request_key(request: web.Request) -> str:
+    """The API key of a REST request: ``X-API-Key``, else an ``Authorization: Bearer`` token."""
+    key = request.headers.get("X-API-Key", "")
+    if not key:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else ""
+    return key
+
+
+def _unready(request: web.Request, health: Health, metrics: ServerMetrics) -> web.Response:
+    """503 while the engine loads or the server drains (``/readyz`` says the same)."""
+    metrics.error("draining" if health.draining else "loading")
+    what = "shutting down" if health.draining else "still loading its engine"
+    response = error_response(
+        request,
+        503,
+        "internal_server_error",
+        f"server is {what}, retry on another replica",
+        headers={"Retry-After": "1"},
+    )
+    response.force_close()
+    return response
 
 
 async def _read_body(
@@ -202,9 +253,11 @@ async def _read_body(
                 await request.read()  # cached: json(), text() and post() reuse it
     except TimeoutError:
         metrics.error("body_timeout")
-        response = web.json_response(
-            {"error": f"request body not received within {seconds:g} s"},
-            status=408,
+        response = error_response(
+            request,
+            408,
+            "invalid_request_error",
+            f"request body not received within {seconds:g} s",
             headers={"Connection": "close"},
         )
         await response.prepare(request)
@@ -212,8 +265,11 @@ async def _read_body(
         if request.protocol is not None:
             request.protocol.force_close()  # no lingering read of a body that never comes
         return response
-    except web.HTTPException:
-        raise  # body too large: aiohttp's 413
+    except web.HTTPRequestEntityTooLarge as exc:
+        metrics.error("body_too_large")
+        response = error_response(request, 413, "invalid_request_error", exc.text or "too large")
+        response.force_close()
+        return response
     return None
 
 
@@ -224,54 +280,51 @@ async def _speech(
     limits: KeyLimits,
     metrics: ServerMetrics,
 ) -> web.StreamResponse:
-    if health.draining:
-        metrics.error("draining")
-        return web.json_response(
-            {"error": "server is shutting down, retry on another replica"},
-            status=503,
-            headers={"Retry-After": "1", "Connection": "close"},
-        )
-    key = request.headers.get("X-API-Key", "")
+    if not health.ready:
+        return _unready(request, health, metrics)
+    key = request_key(request)
     if not key:
         return await handler(request)  # the handler answers the missing key
-    chars = _text_length(request)
     name = limits.name_of(key)
-    wait = limits.take_chars(key, chars)
-    if wait is not None:
+    refusal_text = limits.open_session(key)
+    if refusal_text is not None:
         metrics.error("rate_limit_error")
-        return _too_many("character rate limit exceeded for this API key", wait)
-    refusal = limits.open_session(key)
-    if refusal is not None:
+        return _too_many(request, refusal_text, 1.0)
+    charged = 0
+
+    def charge(chars: int) -> web.Response | None:
+        """Spend the key's budget; called by the handler once the request is valid."""
+        nonlocal charged
+        refused = limits.take_chars(key, chars)
+        if refused is None:
+            charged = chars
+            return None
         metrics.error("rate_limit_error")
-        return _too_many(refusal, 1.0)
+        if refused.retry_after is None:  # no wait would ever make it fit
+            return error_response(
+                request,
+                429,
+                "rate_limit_error",
+                refused.message,
+                headers={"x-should-retry": "false"},
+            )
+        return _too_many(request, refused.message, refused.retry_after)
+
+    request[CHARGE_KEY] = charge
     try:
         response = await handler(request)
-        if response.status < 400 and chars:
-            metrics.characters.labels(name).inc(chars)
+        if response.status < 400 and charged:
+            metrics.characters.labels(name).inc(charged)
         return response
     finally:
         limits.close_session(key)
 
 
-def _text_length(request: web.Request) -> int:
-    """Characters of ``text`` in the (already read) body; 0 when there is none to count."""
-    raw: Any = getattr(request, "_read_bytes", None)
-    if not raw:
-        form: Any = getattr(request, "_post", None)
-        text = form.get("text") if form is not None else None
-        return len(text) if isinstance(text, str) else 0
-    if request.content_type == "application/x-www-form-urlencoded":
-        values = parse_qs(raw.decode("utf-8", "replace")).get("text", [""])
-        return len(values[0])
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return 0
-    text = body.get("text") if isinstance(body, dict) else None
-    return len(text) if isinstance(text, str) else 0
-
-
-def _too_many(message: str, retry_after: float) -> web.Response:
-    return web.json_response(
-        {"error": message}, status=429, headers={"Retry-After": str(int(retry_after))}
+def _too_many(request: web.Request, message: str, retry_after: float) -> web.Response:
+    return error_response(
+        request,
+        429,
+        "rate_limit_error",
+        message,
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
     )

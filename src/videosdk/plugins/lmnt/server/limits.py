@@ -38,11 +38,14 @@ from typing import Any
 
 from .metrics import key_label
 
-__all__ = ["KeyLimit", "KeyLimits", "LimitsConfig"]
+__all__ = ["MAX_KEY_LABELS", "OTHER_KEYS", "CharsRefused", "KeyLimit", "KeyLimits", "LimitsConfig"]
 
 #: Keys tracked at once before idle entries (no session, full bucket) are forgotten: a server
 #: that accepts any key must not grow a record per random key it is sent.
 _MAX_TRACKED = 4096
+#: Unnamed keys with a metrics label of their own, per process; later ones are "other".
+MAX_KEY_LABELS = 64
+OTHER_KEYS = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,14 @@ def _limit(entry: Any, where: str) -> KeyLimit:
         raise ValueError(f"limits file {where}: {str(exc).removeprefix('limits: ')}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class CharsRefused:
+    """A character budget refusal: the message, and seconds to wait (None: never fits)."""
+
+    message: str
+    retry_after: float | None
+
+
 class _KeyState:
     __slots__ = ("sessions", "tokens", "updated")
 
@@ -162,11 +173,27 @@ class KeyLimits:
     def __init__(self, config: LimitsConfig | None = None) -> None:
         self.config = config or LimitsConfig()
         self._state: dict[str, _KeyState] = {}
+        self._labels: set[str] = set()
 
     def name_of(self, key: str) -> str:
-        """What metrics and logs call ``key``: its configured name, else a short hash."""
+        """What metrics call ``key``: its configured name, else a short hash, else "other".
+
+        The label set must stay bounded whatever keys clients send (a server that accepts any
+        key would grow one series per key, without limit): the first
+        :data:`MAX_KEY_LABELS` unnamed keys this process counted get their own hash, every
+        later one shares the label ``other``.
+        """
         entry = self.config.keys.get(key)
-        return entry[0] if entry is not None else key_label(key)
+        if entry is not None:
+            return entry[0]
+        label = key_label(key)
+        labels = self._labels
+        if label in labels:
+            return label
+        if len(labels) < MAX_KEY_LABELS:
+            labels.add(label)
+            return label
+        return OTHER_KEYS
 
     def limit_of(self, key: str) -> KeyLimit:
         entry = self.config.keys.get(key)
@@ -186,18 +213,32 @@ class KeyLimits:
         if state is not None and state.sessions > 0:
             state.sessions -= 1
 
-    def take_chars(self, key: str, n: int) -> float | None:
-        """Spend ``n`` characters of the key's budget; seconds to wait when it is short."""
+    def take_chars(self, key: str, n: int) -> CharsRefused | None:
+        """Spend ``n`` characters of the key's budget; why not (and how long to wait) if short.
+
+        Callers spend only for a request already validated and authenticated, so a refused or
+        malformed request costs the key nothing.  A request larger than the whole budget is
+        refused with no wait: no wait would make it fit.
+        """
         limit = self.limit_of(key)
         per_minute = limit.chars_per_minute
         if per_minute is None or n <= 0:
             return None
+        if n > per_minute:
+            return CharsRefused(
+                f"request of {n} characters is too large for this API key's limit of "
+                f"{per_minute} characters per minute; send it in smaller parts",
+                None,
+            )
         state = self._get(key, limit)
         now = time.monotonic()
         state.tokens = min(per_minute, state.tokens + (now - state.updated) * per_minute / 60)
         state.updated = now
         if n > state.tokens:
-            return max(1.0, math.ceil((n - state.tokens) * 60 / per_minute))
+            wait = max(1.0, math.ceil((n - state.tokens) * 60 / per_minute))
+            return CharsRefused(
+                f"character rate limit exceeded for this API key; retry in {wait:g} s", wait
+            )
         state.tokens -= n
         return None
 

@@ -7,13 +7,20 @@ worker answers ``/metrics`` with the sum over all of them, so a scrape through a
 sees the whole machine, not whichever worker the kernel picked.
 
 API keys never become label values: a key is named by its configured name (limits file) or by
-``key_`` + 8 hex digits of its SHA-256, stable across replicas and useless for recovering it.
+``key_`` + 8 hex digits of its SHA-256, stable across replicas and useless for recovering it;
+past the first 64 unnamed keys of a process, by ``other`` (the series count stays bounded).
+
+Exposure is the operator's choice: ``LMNT_METRICS_KEY`` makes ``/metrics`` answer only
+``Authorization: Bearer <key>``; ``LMNT_METRICS=off`` removes the route.  The shipped HAProxy
+configuration refuses ``/metrics`` from outside either way (scrape the replicas directly).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+from collections.abc import Mapping
 
 from aiohttp import web
 from prometheus_client import (
@@ -26,7 +33,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
-__all__ = ["ServerMetrics", "key_label"]
+__all__ = ["ServerMetrics", "key_label", "metrics_exposure"]
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -39,7 +46,11 @@ def key_label(key: str) -> str:
 class ServerMetrics:
     """The server's instruments; the session and the middleware update them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, key: str | None = None, exposed: bool = True) -> None:
+        #: When set, ``/metrics`` answers only ``Authorization: Bearer <key>`` (401 otherwise).
+        self.key = key or None
+        #: False: no ``/metrics`` route at all (the instruments still count).
+        self.exposed = exposed
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.active_sessions = Gauge(
@@ -93,11 +104,33 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
     async def handler(self, request: web.Request) -> web.Response:
+        if self.key is not None and not _bearer_matches(request, self.key):
+            return web.json_response(
+                {"error": "/metrics needs Authorization: Bearer <LMNT_METRICS_KEY>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         body = self.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def add_to(self, app: web.Application) -> None:
-        app.router.add_get("/metrics", self.handler)
+        if self.exposed:
+            app.router.add_get("/metrics", self.handler)
+
+
+def _bearer_matches(request: web.Request, key: str) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    return hmac.compare_digest(given, key.encode())
+
+
+def metrics_exposure(environ: Mapping[str, str] | None = None) -> tuple[str | None, bool]:
+    """``(key, exposed)`` from ``LMNT_METRICS_KEY`` and ``LMNT_METRICS`` (``on``/``off``)."""
+    env = os.environ if environ is None else environ
+    mode = env.get("LMNT_METRICS", "on").strip().lower() or "on"
+    if mode not in ("on", "off"):
+        raise ValueError(f"$LMNT_METRICS must be on or off, got {mode!r}")
+    return env.get("LMNT_METRICS_KEY", "").strip() or None, mode == "on"
 
 
 def mark_process_dead(pid: int) -> None:

@@ -22,8 +22,8 @@ class SessionHooks:
         """The session's key is known: a refusal message when the key is at its session cap."""
         return None
 
-    def text(self, chars: int) -> float | None:
-        """Text arrived: seconds to wait when the key's character budget is spent."""
+    def text(self, chars: int) -> str | None:
+        """Text arrived: the refusal message when the key's character budget cannot pay."""
         return None
 
     def queued(self, units: int) -> None:
@@ -65,16 +65,17 @@ class ServerHooks(SessionHooks):
             self._name = self._limits.name_of(key)
         return refusal
 
-    def text(self, chars: int) -> float | None:
+    def text(self, chars: int) -> str | None:
         if self._key is None or chars <= 0:
             return None
-        wait = self._limits.take_chars(self._key, chars)
-        if wait is None:
+        refused = self._limits.take_chars(self._key, chars)
+        if refused is None:
             self._metrics.characters.labels(self._name).inc(chars)
             if not self._in_turn:
                 self._in_turn = True
                 self._turn_started = time.monotonic()
-        return wait
+            return None
+        return refused.message
 
     def turn_end(self) -> None:
         self._in_turn = False

@@ -384,13 +384,9 @@ class Session:
             if self._chars > self._config.max_text_chars:
                 limit = self._config.max_text_chars
                 raise _Violation(f"text limit exceeded: at most {limit} characters", 1008)
-            wait = self._hooks.text(len(command.text))
-            if wait is not None:
-                raise _Violation(
-                    f"character rate limit exceeded for this API key; retry in {wait:g} s",
-                    1008,
-                    "rate_limit_error",
-                )
+            refused = self._hooks.text(len(command.text))
+            if refused is not None:
+                raise _Violation(refused, 1008, "rate_limit_error")
             if self._usage is not None:
                 self._usage(self._init.api_key, len(command.text))
             record.note_text(command.text, self._config.max_record_chars)

@@ -23,6 +23,7 @@ from .config import ServerConfig, speech_units
 from .encode_pool import EncoderPool
 from .encoding import HTTP_FORMATS, content_type
 from .engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
+from .guard import CHARGE_KEY
 from .stream import StreamEncoder
 from .voice_ids import known_voice, unknown_voice_message
 
@@ -37,6 +38,14 @@ _CODEC_FIELDS = (
     "voice", "model", "language", "sample_rate", "temperature", "top_p", "seed", "speed",
 )  # fmt: skip
 _NUMERIC = {"temperature": float, "top_p": float, "seed": int, "speed": float}
+
+
+class _Answered(Exception):
+    """A finished answer to send instead of speech (a refusal by the key's limits)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,11 @@ class SpeechRoutes:
     async def _prepare(self, request: web.Request) -> tuple[_Request, StreamEncoder]:
         key = request.headers.get("X-API-Key", "")
         parsed = await self._parse(request, key)
+        charge = request.get(CHARGE_KEY)
+        if charge is not None:  # the key's budget pays for valid requests only
+            refused = charge(len(parsed.text))
+            if refused is not None:
+                raise _Answered(refused)
         try:
             codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
             encoder = await self._encoders.make(codec, parsed.params.sample_rate)
@@ -141,6 +155,8 @@ class SpeechRoutes:
             parsed, encoder = await self._prepare(request)
         except ApiError as exc:
             return exc.response(request)
+        except _Answered as answered:
+            return answered.response
         codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
         response = web.StreamResponse(
             headers={"Content-Type": content_type(codec), "request-id": request_id(request)}
@@ -171,6 +187,8 @@ class SpeechRoutes:
             parsed, encoder = await self._prepare(request)
         except ApiError as exc:
             return exc.response(request)
+        except _Answered as answered:
+            return answered.response
         words: list[_Word] = []
         audio = bytearray()
         async for data in self._audio(parsed, encoder, words):

@@ -6,6 +6,7 @@ Real server over real TCP with aiohttp clients (raw sockets where a client must 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -258,3 +259,82 @@ def test_the_shipped_haproxy_config_refuses_metrics() -> None:
     config = (Path(__file__).parent.parent / "deploy" / "haproxy.cfg").read_text()
     frontend = config.split("frontend lmnt", 1)[1].split("\nbackend", 1)[0]
     assert "http-request deny" in frontend and "path_beg /metrics" in frontend
+
+
+# -- item 3: TLS handshakes that never finish ---------------------------------------------------
+
+
+async def test_tls_handshakes_that_never_finish_are_counted_and_cut() -> None:
+    """Three TCP connections that never start their TLS handshake fill a server capped at 3
+    connections (a real HTTPS request is refused meanwhile), and are cut after the header
+    timeout, after which HTTPS works again.  On the old code they were not counted (the
+    request got through) and were held for asyncio's 60 s handshake timeout."""
+    from videosdk.plugins.lmnt.server import ServerConfig
+    from videosdk.plugins.lmnt.testing import make_tls_contexts
+
+    server_ctx, client_ctx = make_tls_contexts()
+    config = ServerConfig(max_connections=3, header_timeout=1.0)
+    async with (
+        LocalLMNTServer(ToneEngine(), ssl_context=server_ctx, config=config) as srv,
+        aiohttp.ClientSession() as http,
+    ):
+        silent = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        url = srv.http_url + "/health_check"
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(url, ssl=client_ctx) as resp:
+                await resp.read()
+        # Each silent connection is closed by the server (EOF), well before 60 s.
+        async with asyncio.timeout(20):
+            for reader, _ in silent:
+                assert await reader.read() == b""
+        for _, writer in silent:
+            writer.close()
+        async with http.get(url, ssl=client_ctx) as resp:
+            assert resp.status == 200
+
+
+async def _partial_frame(port: int, declared: int, sent: int) -> asyncio.StreamWriter:
+    """A WebSocket client that starts a text frame of ``declared`` bytes, sends ``sent`` of
+    them, and stalls (what 200 of these cost the old server: about 113 MB)."""
+    import base64
+    import os
+    import struct
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET /v1/ai/speech/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"\x81\xff" + struct.pack(">Q", declared) + b"\x00\x00\x00\x00")
+    for _ in range(sent // 65536):
+        writer.write(b"x" * 65536)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+    return writer
+
+
+async def test_partial_frames_without_a_key_pin_little_memory() -> None:
+    import gc
+    import tracemalloc
+
+    async with LocalLMNTServer(ToneEngine()) as srv:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            writers = await asyncio.gather(
+                *(_partial_frame(srv.port, 900_000, 400_000) for _ in range(60))
+            )
+            await asyncio.sleep(0.5)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        for writer in writers:
+            writer.close()
+    # 60 x 400 KB = 24 MB if buffered; each connection may hold about one init frame (64 KiB).
+    assert grown < 60 * 100_000, f"{grown / 1e6:.1f} MB held by 60 unauthenticated frames"

@@ -159,6 +159,7 @@ class LocalLMNTServer:
             max_connections=cfg.max_connections,
             header_timeout=cfg.header_timeout,
             keepalive_timeout=cfg.keepalive_timeout,
+            ssl_context=self.ssl_context,
         )
         middleware = guard_middleware(
             guard,
@@ -305,6 +306,9 @@ class LocalLMNTServer:
         if not ws.can_prepare(request).ok:
             return web.json_response({"detail": "WebSocket upgrade expected"}, status=400)
         await ws.prepare(request)
+        guard, transport = self._guard, request.transport
+        if guard is not None:  # until the init frame's key is accepted: about one frame
+            guard.until_authenticated(transport, self.config.max_frame_bytes + 1024)
         record = SessionRecord(request_id=f"req_{uuid.uuid4().hex}")
         request_id.set(record.request_id)
         self.sessions.append(record)
@@ -323,6 +327,9 @@ class LocalLMNTServer:
             usage=self.accounts.add_usage,
             hooks=ServerHooks(self.metrics, self.limits),
             lag=self._lag,
+            authenticated=(
+                (lambda: guard.until_authenticated(transport, None)) if guard is not None else None
+            ),
         )
         self._live.add(session)
         try:
@@ -351,9 +358,8 @@ class _GuardedSite(web.SockSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner (cleanup stops it)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._guard, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
-        )
+        # No ssl= here: the guard does the TLS handshake itself, on a counted connection.
+        self._server = await loop.create_server(self._guard, sock=self._sock, backlog=self._backlog)
 
 
 def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

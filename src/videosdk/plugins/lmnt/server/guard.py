@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import re
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -44,6 +45,8 @@ _SLOW = (
     b"Connection: close\r\nContent-Length: 40\r\n\r\n"
     b'{"error": "request headers took too long"}'
 )
+#: A server close frame, code 1009 (message too big), unmasked as servers send it.
+_CLOSE_1009 = b"\x88\x02\x03\xf1"
 #: A client's own request id is logged only if it looks like one (no free text in logs).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Paths whose bodies carry text to synthesize (per-key character budget applies).
@@ -63,6 +66,9 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._handshake: asyncio.Future[None] | None = None
+        #: Bytes this connection may still send before a key is accepted (None: no limit).
+        self.unauthenticated_left: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -71,12 +77,47 @@ class _Guarded(asyncio.Protocol):
         if len(guard.open) >= guard.max_connections:
             self._refused = True
             guard.metrics.error("connection_limit")
-            transport.write(_BUSY)
+            if guard.ssl_context is None:
+                transport.write(_BUSY)  # a TLS client could not read it: just close
             transport.close()
             return
         guard.open[transport] = self
-        self.arm(guard.header_timeout)
-        self._inner.connection_made(transport)
+        self.arm(guard.header_timeout)  # with TLS, the handshake counts against it too
+        if guard.ssl_context is None:
+            self._inner.connection_made(transport)
+        else:
+            self._handshake = asyncio.ensure_future(self._start_tls(transport, guard.ssl_context))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """The TLS handshake, on a connection already counted and timed like any other.
+
+        (``create_server(ssl=...)`` shows the protocol nothing until the handshake ends, so a
+        client that never finishes one was neither counted nor cut before 60 s.)
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._guard.header_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, asyncio.CancelledError) as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._guard.metrics.error("tls_handshake")
+            log.debug("TLS handshake did not finish: %r", exc)
+            self.disarm()
+            self._guard.open.pop(raw, None)
+            raw.abort()
+            return
+        if tls is None or tls.is_closing():
+            self._guard.open.pop(raw, None)
+            return
+        self._guard.open.pop(raw, None)
+        self._guard.open[tls] = self
+        self.transport = tls
+        self._inner.connection_made(tls)
 
     def arm(self, seconds: float) -> None:
         """(Re)start the clock for the next request's headers."""
@@ -90,6 +131,12 @@ class _Guarded(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
+        handshaking = self._handshake is not None and not self._handshake.done()
+        if handshaking:
+            assert self._handshake is not None
+            self._guard.metrics.error("header_timeout")
+            self._handshake.cancel()  # start_tls ends; its cleanup drops the connection
+            return
         if self.transport is not None and not self.transport.is_closing():
             self._guard.metrics.error("header_timeout")
             self.transport.write(_SLOW)
@@ -99,12 +146,29 @@ class _Guarded(asyncio.Protocol):
         self.disarm()
         if self._refused:
             return
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()  # the peer left mid-handshake (start_tls cleans up)
+            return
         self._guard.open.pop(self.transport, None)  # type: ignore[arg-type]
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            self._inner.data_received(data)
+        if self._refused:
+            return
+        if self.unauthenticated_left is not None:
+            self.unauthenticated_left -= len(data)
+            if self.unauthenticated_left < 0:
+                # More than an init frame, before any key was accepted: the WebSocket reader
+                # would buffer up to its own (16x larger) cap.  Close 1009 without reading on.
+                self._refused = True
+                self._guard.open.pop(self.transport, None)  # type: ignore[arg-type]
+                self._guard.metrics.error("unauthenticated_bytes")
+                if self.transport is not None:
+                    self.transport.write(_CLOSE_1009)
+                    self.transport.close()
+                self._inner.connection_lost(None)
+                return
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         if self._refused:
@@ -131,7 +195,10 @@ class ConnectionGuard:
         max_connections: int,
         header_timeout: float,
         keepalive_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        #: TLS is done here, after the connection is counted (see ``_Guarded._start_tls``).
+        self.ssl_context = ssl_context
         #: aiohttp's protocol factory (``runner.server``), set once the runner is set up.
         self.factory: Callable[[], Any] | None = None
         self.metrics = metrics
@@ -143,6 +210,17 @@ class ConnectionGuard:
     def __call__(self) -> _Guarded:
         assert self.factory is not None, "ConnectionGuard.factory is not set"
         return _Guarded(self, self.factory())
+
+    def until_authenticated(self, transport: Any, limit: int | None) -> None:
+        """Allow ``transport`` only ``limit`` more bytes until a key is accepted (None: any).
+
+        A WebSocket session before its init frame is the one place a client without a key
+        can make the server buffer data (aiohttp's reader keeps a partial frame of up to its
+        cap); with this, each such connection holds at most about one init frame.
+        """
+        guarded = self.open.get(transport)
+        if guarded is not None:
+            guarded.unauthenticated_left = limit
 
     def request_started(self, transport: Any) -> None:
         guarded = self.open.get(transport)

@@ -338,3 +338,47 @@ async def test_partial_frames_without_a_key_pin_little_memory() -> None:
             writer.close()
     # 60 x 400 KB = 24 MB if buffered; each connection may hold about one init frame (64 KiB).
     assert grown < 60 * 100_000, f"{grown / 1e6:.1f} MB held by 60 unauthenticated frames"
+
+
+# -- item 6: detailed speech is streamed --------------------------------------------------------
+
+
+async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The whole JSON answer (4 MB of base64 mp3 here) is never held by the server: the peak
+    allocation of server and client together stays under twice the body (measured: 0.7x);
+    the old handler held the audio, its base64 and the JSON text at once (4x the body).  Small synthesis units keep the tone engine's
+    own arrays out of the figure."""
+    import base64
+    import gc
+    import json
+    import tracemalloc
+
+    from videosdk.plugins.lmnt.server import ServerConfig
+
+    text = "word " * 1000  # 5,000 characters
+    async with LocalLMNTServer(ToneEngine(), config=ServerConfig(max_unit_chars=50)) as srv:
+        url = srv.http_url + "/v1/ai/speech"
+        body = {"text": text, "voice": "ava", "format": "mp3", "return_durations": True}
+        await _post(http, url, {"text": "Warm up.", "voice": "ava"})
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            size = 0
+            async with http.post(url, json=body, headers={"X-API-Key": KEY}) as resp:
+                assert resp.status == 200
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        # The same answer, read whole: valid JSON, the audio and a timing per word.
+        status, answer, headers = await _post(http, url, body)
+    assert status == 200 and headers["request-id"].startswith("req_")
+    assert set(answer) == {"audio", "seed", "durations"} and len(answer["durations"]) == 1000
+    assert abs(len(json.dumps(answer)) - size) < 0.01 * size
+    assert len(base64.b64decode(answer["audio"])) > 1_000_000
+    assert peak < 2 * size, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB answer"

@@ -173,12 +173,19 @@ class SpeechRoutes:
         # is cancelled; the encoder's finalizer frees it once that thread lets go.
         return response
 
-    async def speech_detailed(self, request: web.Request) -> web.Response:
-        """All the audio at once, base64 in JSON, with word timings when asked.
+    async def speech_detailed(self, request: web.Request) -> web.StreamResponse:
+        """All the audio in one JSON body, base64, with word timings when asked.
 
         API 1.1+ answers ``{"audio", "timestamps"}`` (``return_timestamps``); 1.0 answered
         ``{"audio", "seed", "durations"}`` (``return_durations``), and so does this server for
         requests without a typed ``lmnt-version``.
+
+        The body is streamed as the audio is made (chunked): the ``audio`` string is written
+        in base64 pieces and the timings after it, so a 5,000-character request holds a few
+        encoder slices at a time instead of the whole audio several times over (raw, base64,
+        JSON), which the allocator never gave back.  Errors found before the audio starts are
+        still ordinary error answers; a failure mid-stream ends the body early (truncated
+        JSON, so the client sees a broken response rather than a short one).
         """
         refused = refusal(request, self._api_keys)
         if refused is not None:
@@ -190,21 +197,38 @@ class SpeechRoutes:
         except _Answered as answered:
             return answered.response
         words: list[_Word] = []
-        audio = bytearray()
-        async for data in self._audio(parsed, encoder, words):
-            audio += data
-        body: dict[str, Any] = {"audio": base64.b64encode(bytes(audio)).decode("ascii")}
-        spans = [w.to_json() for w in words]
-        if is_typed(api_version(request)):
-            if _truthy(parsed.body.get("return_timestamps")):
-                body["timestamps"] = spans
-        else:
-            body["seed"] = parsed.params.seed if parsed.params.seed is not None else 0
-            if _truthy(parsed.body.get("return_durations")) or _truthy(
-                parsed.body.get("return_timestamps")
-            ):
-                body["durations"] = spans
-        return web.json_response(body, headers={"request-id": request_id(request)})
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "request-id": request_id(request)}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            await response.write(b'{"audio": "')
+            held = b""  # base64 goes out in multiples of 3 bytes: no padding mid-string
+            async for data in self._audio(parsed, encoder, words):
+                held += data
+                cut = len(held) - len(held) % 3
+                if cut:
+                    await response.write(base64.b64encode(held[:cut]))
+                    held = held[cut:]
+            await response.write(base64.b64encode(held) + b'"')
+            rest: dict[str, Any] = {}
+            spans = [w.to_json() for w in words]
+            if is_typed(api_version(request)):
+                if _truthy(parsed.body.get("return_timestamps")):
+                    rest["timestamps"] = spans
+            else:
+                rest["seed"] = parsed.params.seed if parsed.params.seed is not None else 0
+                if _truthy(parsed.body.get("return_durations")) or _truthy(
+                    parsed.body.get("return_timestamps")
+                ):
+                    rest["durations"] = spans
+            tail = json.dumps(rest)[1:]  # '"seed": 0, ...}' or '}'
+            await response.write((", " + tail if rest else tail).encode())
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client hung up: stop synthesizing for nobody
+        return response
 
     async def _parse(self, request: web.Request, key: str) -> _Request:
         body = await _body(request)

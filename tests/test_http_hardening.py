@@ -348,8 +348,8 @@ async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
 ) -> None:
     """The whole JSON answer (4 MB of base64 mp3 here) is never held by the server: the peak
     allocation of server and client together stays under twice the body (measured: 0.7x);
-    the old handler held the audio, its base64 and the JSON text at once (4x the body).  Small synthesis units keep the tone engine's
-    own arrays out of the figure."""
+    the old handler held the audio, its base64 and the JSON text at once (4x the body).
+    Small synthesis units keep the tone engine's own arrays out of the figure."""
     import base64
     import gc
     import json

@@ -97,7 +97,7 @@ async def test_a_killed_worker_is_replaced() -> None:
     if not isinstance(executor, _ProcessExecutor):
         pytest.skip("encoding runs on a thread here (daemonic process)")
     os.kill(executor._proc.pid, signal.SIGKILL)
-    executor._proc.join(5)
+    executor._proc.wait(5)
     with pytest.raises(RuntimeError, match="worker process ended"):
         await pool.encode(victim, bytes(4800))
     fresh = await pool.make("mp3", 24000)

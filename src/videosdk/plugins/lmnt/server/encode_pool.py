@@ -11,27 +11,33 @@ Fairness: a job is at most ``slice_seconds`` of audio (longer chunks are cut), a
 has more than one job queued (its owner awaits each before the next), and each worker's queue
 is FIFO, so N busy sessions on a worker get a slice each in turn and none can starve another.
 
-The workers are shared by every server in the process (started with the first server, with
-the ``spawn`` method so no event-loop state is forked; daemonic, so they never delay an exit,
-and they end when their server process ends, however it ends).  Where processes cannot be
-started (a daemonic process may not have children) encoders run on one thread instead.  Light
+The workers are shared by every server in the process (started with the first server as
+fresh ``python -c`` processes, so no event-loop state is forked and the main script is never
+re-run in them: a script without a ``__main__`` guard works; they never delay an exit, and they
+end when their server process ends, however it ends).  Where processes cannot be started,
+encoders run on one thread instead.  Light
 encoders (PCM, µ-law, WAV) always run inline, where a hop would cost more than the work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import itertools
+import json
 import logging
-import multiprocessing
 import os
 import queue
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext
 from typing import Any, Final
 
 from .encoding import Encoder, make_encoder
@@ -94,20 +100,51 @@ def _w_main(conn: Connection) -> None:
             return
 
 
-class _ProcessExecutor(Executor):
-    """One daemonic worker process running jobs one at a time, in submission order.
+def _child_main() -> None:
+    """Entry point of a worker process started by :class:`_ProcessExecutor`."""
+    if sys.platform.startswith("linux"):  # end with the server even if the pipe lingers
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the server's to handle
+    _w_main(Connection(int(sys.argv[1])))
 
-    Not a ``ProcessPoolExecutor``: that one is joined at interpreter exit, so a server asked
-    to stop waited for its workers (still starting, or busy); a daemonic process is simply
-    terminated, and its pump thread is a daemon thread.
+
+#: What a worker process runs: the parent's import path, then :func:`_child_main`.  Not
+#: ``multiprocessing``'s spawn: that re-runs the parent's main script in the child, so a script
+#: without an ``if __name__ == "__main__":`` guard started a second server there and hung.
+_CHILD_CODE = (
+    "import json, os, sys; sys.path[:0] = json.loads(os.environ.pop('_LMNT_ENCODE_PATH'));"
+    "from videosdk.plugins.lmnt.server.encode_pool import _child_main; _child_main()"
+)
+
+
+class _ProcessExecutor(Executor):
+    """One worker process running jobs one at a time, in submission order.
+
+    Not a ``ProcessPoolExecutor`` (joined at interpreter exit, so a server asked to stop
+    waited for its workers) and not ``multiprocessing`` (whose spawn re-imports the main
+    script): a plain ``python -c`` child with one end of a socket pair.  It ends when that
+    pipe closes (the server process ended, however), or with the server on Linux
+    (``PR_SET_PDEATHSIG``); the pump thread is a daemon thread.
     """
 
-    def __init__(self, ctx: SpawnContext) -> None:
-        ours, theirs = ctx.Pipe()
-        self._proc = ctx.Process(target=_w_main, args=(theirs,), daemon=True, name="lmnt-encode")
-        self._proc.start()
-        theirs.close()
-        self._conn = ours
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, _LMNT_ENCODE_PATH=json.dumps([p for p in sys.path if p]))
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]]
         self._jobs = queue.SimpleQueue()
         self._broken: BaseException | None = None
@@ -116,7 +153,7 @@ class _ProcessExecutor(Executor):
     @property
     def broken(self) -> bool:
         """True once the process has ended (killed, crashed): every later job fails."""
-        return self._broken is not None or not self._proc.is_alive()
+        return self._broken is not None or self._proc.poll() is not None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -193,11 +230,8 @@ class _Workers:
     def __init__(self, count: int) -> None:
         self.workers: list[_Worker] = []
         try:
-            ctx = multiprocessing.get_context("spawn")
-            if multiprocessing.current_process().daemon:
-                raise RuntimeError("daemonic processes may not start worker processes")
             for _ in range(count):
-                self.workers.append(_Worker(_ProcessExecutor(ctx)))
+                self.workers.append(_Worker(_ProcessExecutor()))
             self.processes = True
         except (OSError, RuntimeError, ValueError) as exc:
             for worker in self.workers:
@@ -224,7 +258,7 @@ class _Workers:
             executor = worker.executor
             if isinstance(executor, _ProcessExecutor) and executor.broken:
                 log.warning("local LMNT server: an encoding worker process ended; restarting it")
-                self.workers[i] = _Worker(_ProcessExecutor(multiprocessing.get_context("spawn")))
+                self.workers[i] = _Worker(_ProcessExecutor())
         return min(self.workers, key=lambda w: w.live)
 
     def warm(self) -> None:

@@ -99,7 +99,9 @@ class LoopLag:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._tick(), name="lmnt-lag")
+            self._task = asyncio.get_running_loop().create_task(
+                self._tick(), name="local-server-loop-lag"
+            )
 
     def stop(self) -> None:
         task, self._task = self._task, None

@@ -13,6 +13,7 @@ speech endpoints, and the request id of log lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -151,6 +152,7 @@ class _Guarded(asyncio.Protocol):
             return
         self._guard.open.pop(self.transport, None)  # type: ignore[arg-type]
         self._inner.connection_lost(exc)
+        _unlink(self._inner, self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -183,6 +185,25 @@ class _Guarded(asyncio.Protocol):
     def resume_writing(self) -> None:
         if not self._refused:
             self._inner.resume_writing()
+
+
+def _unlink(handler: Any, transport: Any) -> None:
+    """Break the cycles a finished connection leaves, so reference counting frees it at once.
+
+    aiohttp's handler keeps the WebSocket's heartbeat callback (a bound method of the
+    response, which holds the request, which holds the handler) after the connection is
+    gone, and asyncio's socket transport keeps its own read callback (a bound method of
+    itself): each ended session then waited for a full garbage collection (about 7 KB each).
+    Nothing reads these once the connection is lost.
+    """
+    for owner, name in (
+        (handler, "_data_received_cb"),
+        (handler, "_payload_parser"),
+        (transport, "_read_ready_cb"),
+    ):
+        if getattr(owner, name, None) is not None:
+            with contextlib.suppress(AttributeError):
+                setattr(owner, name, None)
 
 
 class ConnectionGuard:

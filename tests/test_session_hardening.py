@@ -179,7 +179,8 @@ async def test_messages_queued_behind_a_late_loop_are_not_a_burst() -> None:
 
 async def test_an_ended_session_is_freed_without_a_garbage_collection() -> None:
     """With the collector off, reference counting alone frees everything the server held for
-    a finished session: the session, its WebSocket response, request and socket transport (the old code left cycles: about 7 KB a session until a full GC)."""
+    a finished session: the session, its WebSocket response, request and socket transport
+    (the old code left cycles: about 7 KB a session until a full GC)."""
     import gc
     import weakref
 

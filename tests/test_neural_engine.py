@@ -193,11 +193,15 @@ async def test_a_new_session_is_not_starved_by_long_ones(piper_engine: Any) -> N
         hogs = [asyncio.create_task(stream(srv.ws_url, long_text)) for _ in range(3)]
         await asyncio.sleep(0.8)  # the long texts are being rendered
         newcomer = await stream(srv.ws_url, "Hello there, how are you?")
+        # An ordering, not a figure a loaded machine can miss: the newcomer's whole turn is
+        # over while every long turn is still being spoken (starved, it would queue behind
+        # their twelve sentences each).
+        hogs_running = [not hog.done() for hog in hogs]
         for hog in hogs:
             hog.cancel()
         await asyncio.gather(*hogs, return_exceptions=True)
     assert newcomer.first_audio is not None
-    assert newcomer.first_audio < 1.5, f"first audio after {newcomer.first_audio:.2f} s"
+    assert all(hogs_running), hogs_running
 
 
 class _SlowLoad:

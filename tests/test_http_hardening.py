@@ -382,3 +382,17 @@ async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
     assert abs(len(json.dumps(answer)) - size) < 0.01 * size
     assert len(base64.b64decode(answer["audio"])) > 1_000_000
     assert peak < 2 * size, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB answer"
+
+
+# -- item 7: per-process state says so ----------------------------------------------------------
+
+
+async def test_answers_from_per_process_state_say_so(http: aiohttp.ClientSession) -> None:
+    async with LocalLMNTServer(ToneEngine()) as srv:
+        headers = {"X-API-Key": KEY}
+        for path in ("/v1/account", "/v1/ai/voice/list", "/v1/ai/voice/ava"):
+            async with http.get(srv.http_url + path, headers=headers) as resp:
+                assert resp.status == 200
+                assert resp.headers["x-lmnt-local-state-scope"] == "process", path
+        async with http.get(srv.http_url + "/health_check") as resp:
+            assert "x-lmnt-local-state-scope" not in resp.headers

@@ -6,6 +6,12 @@ used forgotten first; with no configured key set any key is accepted, so the key
 open), and a key holds at most one edit and one star per installed voice, each field capped.
 Keys are held as SHA-256 digests, so no key sits in memory in clear beyond its request and none
 can reach a repr or a log line from here.
+
+The book is per process and in memory (a restart forgets it).  Under ``serve --workers N``, or
+several replicas behind a balancer, each process keeps its own: usage, stars and edits seen by
+one request depend on which process answered it.  Every answer built from it says so with the
+header ``x-lmnt-local-state-scope: process`` (docs/deploy.md); sharing it would need a store
+the server does not otherwise need, for data no agent relies on.
 """
 
 from __future__ import annotations

@@ -31,7 +31,13 @@ from .logs import request_id
 from .metrics import ServerMetrics
 from .session import key_allowed
 
-__all__ = ["CHARGE_KEY", "ConnectionGuard", "guard_middleware", "request_key"]
+__all__ = [
+    "CHARGE_KEY",
+    "STATE_SCOPE_HEADER",
+    "ConnectionGuard",
+    "guard_middleware",
+    "request_key",
+]
 
 log = logging.getLogger("videosdk.plugins.lmnt.server")
 
@@ -53,6 +59,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Paths whose bodies carry text to synthesize (per-key character budget applies).
 _SPEECH_PREFIX = "/v1/ai/speech"
 _VOICE_UPLOAD = "/v1/ai/voice"
+#: Answers built from per-process state (the account book) say so in this header.
+STATE_SCOPE_HEADER = "x-lmnt-local-state-scope"
+_PER_PROCESS = ("/v1/account", "/v1/ai/voice")
 #: ``request[CHARGE_KEY](chars)``: how a speech handler spends the key's character budget once
 #: the request is valid (None, or the refusal to answer with).
 CHARGE_KEY = "lmnt_charge"
@@ -285,8 +294,13 @@ def guard_middleware(
             inflight.add(task)
         try:
             response = await _guarded(request, handler, speech)
-            if not response.prepared and "request-id" not in response.headers:
-                response.headers["request-id"] = rid  # every answer names its request
+            if not response.prepared:
+                if "request-id" not in response.headers:
+                    response.headers["request-id"] = rid  # every answer names its request
+                if request.path.startswith(_PER_PROCESS):
+                    # Usage, stars and voice edits live in this process only: under
+                    # ``--workers N`` or behind a balancer another request may see others.
+                    response.headers[STATE_SCOPE_HEADER] = "process"
             return response
         finally:
             if task is not None:

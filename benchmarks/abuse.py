@@ -13,9 +13,14 @@ The server (``--src`` on ``PYTHONPATH``, tone engine, its own process, default s
 * ``--slowloris`` connections sending request headers one byte every 2 s, never finishing,
 * ``--stalled`` POSTs to ``/v1/ai/speech/bytes`` announcing 1000 body bytes and sending 10.
 
-Every ``--step`` seconds for ``--watch`` seconds it prints how many of each the server still
-holds open, the server's open file descriptors, and whether a new client is still served
-(``/health_check`` answered within 2 s).
+A second server process, over TLS with ``max_connections`` = ``--tls-silent``, gets that many
+TCP connections that never start their TLS handshake (issue 21 item 3: held 60 s and not
+counted against the cap before the fix).
+
+Every ``--step`` seconds for ``--watch`` seconds it prints how many of each the servers still
+hold open, the first server's open file descriptors, whether a new client is still served
+(``/health_check`` answered within 2 s), and whether a new HTTPS client of the TLS server is
+(refused while the silent connections fill its cap: they are counted).
 """
 
 from __future__ import annotations
@@ -48,6 +53,23 @@ async def main():
         **{k: v for k, v in wanted.items() if k in names}))
     await srv.start()
     print(srv.port, sorted(set(wanted) & names), flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await srv.stop()
+asyncio.run(main())
+"""
+
+LAUNCH_TLS = """
+import asyncio, signal, sys
+from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+from videosdk.plugins.lmnt.testing import make_tls_contexts
+async def main():
+    server_ctx, _ = make_tls_contexts()
+    srv = LocalLMNTServer(ToneEngine(), ssl_context=server_ctx,
+                          config=ServerConfig(max_connections=int(sys.argv[1])))
+    await srv.start()
+    print(srv.port, flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
@@ -120,12 +142,45 @@ async def _served(port: int) -> str:
         return type(exc).__name__
 
 
+async def _served_tls(port: int) -> str:
+    """A new HTTPS client (certificate not checked: only whether it is served matters)."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(2):
+                async with http.get(f"https://127.0.0.1:{port}/health_check", ssl=ctx) as resp:
+                    return str(resp.status)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return type(exc).__name__
+
+
+def _launch(code: str, arg: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, arg], stdout=subprocess.PIPE, text=True, env=env
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+    assert stdout is not None
+
+    def pump() -> None:
+        for x in stdout:
+            lines.put(x)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, lines.get(timeout=60)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--src", type=Path, default=ROOT / "src")
     parser.add_argument("--idle", type=int, default=500)
     parser.add_argument("--slowloris", type=int, default=300)
     parser.add_argument("--stalled", type=int, default=100)
+    parser.add_argument("--tls-silent", type=int, default=100)
     parser.add_argument("--idle-timeout", type=float, default=20.0)
     parser.add_argument("--watch", type=float, default=40.0)
     parser.add_argument("--step", type=float, default=5.0)
@@ -133,21 +188,15 @@ async def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     env = dict(os.environ, PYTHONPATH=str(args.src), PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-        [sys.executable, "-c", LAUNCH, str(args.idle_timeout)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    stdout = proc.stdout
-    assert stdout is not None
-    threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
-    first = lines.get(timeout=60).split(maxsplit=1)
-    port = int(first[0])
+    print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} CPUs")
+    proc, line = _launch(LAUNCH, str(args.idle_timeout), env)
+    tls_proc, tls_line = _launch(LAUNCH_TLS, str(max(1, args.tls_silent)), env)
+    first = line.split(maxsplit=1)
+    port, tls_port = int(first[0]), int(tls_line)
     print(f"server from {args.src}: port {port}, settings passed: {first[1].strip()}")
+    print(f"TLS server: port {tls_port}, max_connections {args.tls_silent}")
     stop = asyncio.Event()
-    idle, slow, stalled = Open(), Open(), Open()
+    idle, slow, stalled, silent = Open(), Open(), Open(), Open()
     head = b"GET /v1/ai/voice/list HTTP/1.1\r\nHost: x\r\n"
     body = (
         b"POST /v1/ai/speech/bytes HTTP/1.1\r\nHost: x\r\nX-API-Key: k\r\n"
@@ -160,15 +209,22 @@ async def main() -> None:
     tasks += [
         asyncio.ensure_future(_raw(port, stalled, stop, body, False)) for _ in range(args.stalled)
     ]
-    print(f"{'t (s)':>6} {'idle WS':>8} {'slowloris':>10} {'stalled':>8} {'fds':>6}  new client")
+    tasks += [
+        asyncio.ensure_future(_raw(tls_port, silent, stop, b"", False))
+        for _ in range(args.tls_silent)
+    ]
+    print(
+        f"{'t (s)':>6} {'idle WS':>8} {'slowloris':>10} {'stalled':>8} {'TLS silent':>10}"
+        f" {'fds':>6}  {'new client':>10}  new TLS client"
+    )
     started = time.monotonic()
     try:
         while True:
             await asyncio.sleep(args.step)
             t = time.monotonic() - started
             print(
-                f"{t:6.0f} {idle.open:>8} {slow.open:>10} {stalled.open:>8} "
-                f"{_fds(proc.pid):>6}  {await _served(port)}",
+                f"{t:6.0f} {idle.open:>8} {slow.open:>10} {stalled.open:>8} {silent.open:>10} "
+                f"{_fds(proc.pid):>6}  {await _served(port):>10}  {await _served_tls(tls_port)}",
                 flush=True,
             )
             if t >= args.watch:
@@ -176,11 +232,13 @@ async def main() -> None:
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for server in (proc, tls_proc):
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -306,9 +306,8 @@ class LocalLMNTServer:
         if not ws.can_prepare(request).ok:
             return web.json_response({"detail": "WebSocket upgrade expected"}, status=400)
         await ws.prepare(request)
-        guard, transport = self._guard, request.transport
-        if guard is not None:  # until the init frame's key is accepted: about one frame
-            guard.until_authenticated(transport, self.config.max_frame_bytes + 1024)
+        if self._guard is not None:  # an init frame is at most max_frame_bytes
+            self._guard.watch_first_message(request.transport, self.config.max_frame_bytes + 64)
         record = SessionRecord(request_id=f"req_{uuid.uuid4().hex}")
         request_id.set(record.request_id)
         self.sessions.append(record)
@@ -327,9 +326,6 @@ class LocalLMNTServer:
             usage=self.accounts.add_usage,
             hooks=ServerHooks(self.metrics, self.limits),
             lag=self._lag,
-            authenticated=(
-                (lambda: guard.until_authenticated(transport, None)) if guard is not None else None
-            ),
         )
         self._live.add(session)
         try:

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from .api_errors import error_response, refusal
 from .health import Health
+from .intake import FirstMessage
 from .limits import KeyLimits
 from .logs import request_id
 from .metrics import ServerMetrics
@@ -77,8 +78,8 @@ class _Guarded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._handshake: asyncio.Future[None] | None = None
-        #: Bytes this connection may still send before a key is accepted (None: no limit).
-        self.unauthenticated_left: int | None = None
+        #: A WebSocket connection's first message, watched until complete (None: not watched).
+        self.first_message: FirstMessage | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -166,14 +167,17 @@ class _Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self.unauthenticated_left is not None:
-            self.unauthenticated_left -= len(data)
-            if self.unauthenticated_left < 0:
-                # More than an init frame, before any key was accepted: the WebSocket reader
-                # would buffer up to its own (16x larger) cap.  Close 1009 without reading on.
+        first = self.first_message
+        if first is not None:
+            seen = first.feed(data)
+            if seen == "done":
+                self.first_message = None
+            elif seen == "over":
+                # An init bigger than any init may be: close 1009 before buffering it (the
+                # WebSocket reader would keep up to 16x more, without a key).
                 self._refused = True
                 self._guard.open.pop(self.transport, None)  # type: ignore[arg-type]
-                self._guard.metrics.error("unauthenticated_bytes")
+                self._guard.metrics.error("init_too_large")
                 if self.transport is not None:
                     self.transport.write(_CLOSE_1009)
                     self.transport.close()
@@ -241,16 +245,15 @@ class ConnectionGuard:
         assert self.factory is not None, "ConnectionGuard.factory is not set"
         return _Guarded(self, self.factory())
 
-    def until_authenticated(self, transport: Any, limit: int | None) -> None:
-        """Allow ``transport`` only ``limit`` more bytes until a key is accepted (None: any).
+    def watch_first_message(self, transport: Any, limit: int) -> None:
+        """Refuse (close 1009) a first WebSocket message over ``limit`` bytes unbuffered.
 
-        A WebSocket session before its init frame is the one place a client without a key
-        can make the server buffer data (aiohttp's reader keeps a partial frame of up to its
-        cap); with this, each such connection holds at most about one init frame.
+        The one place a client without a key can make the server hold data is a WebSocket
+        before its init frame: aiohttp's reader keeps a partial message up to its cap.
         """
         guarded = self.open.get(transport)
         if guarded is not None:
-            guarded.unauthenticated_left = limit
+            guarded.first_message = FirstMessage(limit)
 
     def request_started(self, transport: Any) -> None:
         guarded = self.open.get(transport)

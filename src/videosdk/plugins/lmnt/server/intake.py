@@ -25,7 +25,7 @@ from collections import deque
 
 from ..protocol import split_complete_sentences
 
-__all__ = ["LoopLag", "MessageRate", "TextBuffer"]
+__all__ = ["FirstMessage", "LoopLag", "MessageRate", "TextBuffer"]
 
 #: Characters of already-buffered text rescanned with each new piece.  A sentence end is a
 #: mark, closing quotes/brackets and whitespace: far fewer than this.
@@ -151,3 +151,64 @@ class MessageRate:
         while arrivals and arrivals[0] <= now - window:
             arrivals.popleft()
         return len(arrivals) <= self._per_second * window
+
+
+class FirstMessage:
+    """Watches the raw bytes of a WebSocket connection until its first message is complete.
+
+    Before the init frame (and its key) a client can make aiohttp's reader buffer a partial
+    message of up to 16 times ``max_frame_bytes``; 200 such connections held over 100 MB.  An
+    init frame is never bigger than ``max_frame_bytes`` (the session refuses it otherwise), so
+    the guard lets the first message be at most ``limit`` bytes, frame headers included:
+    :meth:`feed` says ``"over"`` as soon as a frame header announces more (nothing of it is
+    buffered), ``"done"`` once the first message is complete (the watch ends: frames a client
+    pipelines after its init are the session's business), else ``"more"``.
+    """
+
+    __slots__ = ("_fin", "_head", "_limit", "_seen", "_skip")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen = 0  # bytes of the first message so far (headers and payloads)
+        self._skip = 0  # payload bytes of the current frame still to come
+        self._head = bytearray()  # a frame header being read
+        self._fin = False  # the frame being read ends its message
+
+    def feed(self, data: bytes) -> str:
+        at = 0
+        while at < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - at)
+                self._skip -= step
+                at += step
+                if not self._skip and self._fin:
+                    return "done"
+                continue
+            self._head.append(data[at])
+            at += 1
+            size = self._frame_size()
+            if size is None:
+                continue  # the header is not complete yet
+            self._seen += len(self._head) + size
+            if self._seen > self._limit:
+                return "over"
+            self._fin = bool(self._head[0] & 0x80)
+            self._head.clear()
+            self._skip = size
+            if not size and self._fin:
+                return "done"
+        return "more"
+
+    def _frame_size(self) -> int | None:
+        """The payload size once the header in ``_head`` is complete (mask key included)."""
+        head = self._head
+        if len(head) < 2:
+            return None
+        mask = 4 if head[1] & 0x80 else 0
+        short = head[1] & 0x7F
+        extra = {126: 2, 127: 8}.get(short, 0)
+        if len(head) < 2 + extra + mask:
+            return None
+        if extra:
+            return int.from_bytes(head[2 : 2 + extra], "big")
+        return short

@@ -123,10 +123,8 @@ class Session:
         usage: Callable[[str, int], None] | None = None,
         hooks: SessionHooks | None = None,
         lag: LoopLag | None = None,
-        authenticated: Callable[[], None] | None = None,
     ) -> None:
         self._ws = ws
-        self._authenticated = authenticated  # lifts the connection's pre-key byte limit
         self._encoders: EncodeRunner = encoders if encoders is not None else InlineEncoding()
         self._usage = usage
         self._hooks = hooks or SessionHooks()
@@ -267,8 +265,6 @@ class Session:
         self.wire.version = self._record.version = init.version
         if not key_allowed(init.api_key, self._api_keys):
             raise _Violation("Invalid API key", 1002, "authentication_error")
-        if self._authenticated is not None:
-            self._authenticated()
         self._record.init = _masked(msg.data)  # only an accepted key's frame is kept
         if not known_voice(self._engine, init.voice):
             raise _Violation(unknown_voice_message(self._engine, init.voice), 1002)

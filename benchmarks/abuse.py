@@ -45,7 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAUNCH = """
 import asyncio, dataclasses, signal, sys
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+try:  # a checkout from before the split (--src) has the server under its old path
+    from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+except ImportError:
+    from lmnt_local.server import LocalLMNTServer, ServerConfig, ToneEngine
 async def main():
     names = {f.name for f in dataclasses.fields(ServerConfig)}
     wanted = {"idle_timeout": float(sys.argv[1])}
@@ -62,7 +65,10 @@ asyncio.run(main())
 
 LAUNCH_TLS = """
 import asyncio, signal, sys
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+try:  # a checkout from before the split (--src) has the server under its old path
+    from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+except ImportError:
+    from lmnt_local.server import LocalLMNTServer, ServerConfig, ToneEngine
 from videosdk.plugins.lmnt.testing import make_tls_contexts
 async def main():
     server_ctx, _ = make_tls_contexts()

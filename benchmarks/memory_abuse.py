@@ -16,7 +16,7 @@ held (or right after it, for loads that end by themselves), and 2 s after the lo
 Run from the repository root; ``--src`` measures another checkout the same way::
 
     python benchmarks/memory_abuse.py
-    git worktree add /tmp/old-main 10882af
+    git worktree add /tmp/old-main 10882af      # before the split: its src/ holds the server
     python benchmarks/memory_abuse.py --src /tmp/old-main/src
 """
 
@@ -43,8 +43,14 @@ common.ensure_package()
 
 import aiohttp
 
-import videosdk.plugins.lmnt as plugin
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+if (
+    "--src" in sys.argv
+    and not (Path(sys.argv[sys.argv.index("--src") + 1]) / "lmnt_local").is_dir()
+):
+    # A checkout from before the split (one distribution): its server, by its old path.
+    from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine  # type: ignore[no-redef]
+else:
+    from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 TEXT = "word " * 1000  # 5,000 characters
 
@@ -180,7 +186,7 @@ def main() -> None:
             if line.startswith("model name")
         )
         print(f"CPU {cpu} x {os.cpu_count()}, {platform.python_version()}")
-    print(f"server code: {Path(plugin.__file__).parent}")
+    print(f"server code: {Path(sys.modules[LocalLMNTServer.__module__].__file__ or '?').parent}")
     print(f"load average at start: {os.getloadavg()}\n")
     rows = []
     for mode in args.modes.split(","):

@@ -15,7 +15,7 @@ from pathlib import Path
 SCRIPT = """
 import asyncio, json
 import aiohttp
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 print("script body runs", flush=True)
 

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.limits import KeyLimit, LimitsConfig
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.ops.limits import KeyLimit, LimitsConfig
 
 pytestmark = pytest.mark.asyncio
 
@@ -131,7 +131,7 @@ async def test_429_408_413_answers_have_the_versions_shape_and_a_request_id(
     version: str | None,
 ) -> None:
     limits = LimitsConfig(KeyLimit(chars_per_minute=10))
-    from videosdk.plugins.lmnt.server import ServerConfig
+    from lmnt_local.server import ServerConfig
 
     config = ServerConfig(body_timeout=0.5)
     async with (
@@ -222,7 +222,7 @@ async def test_a_body_is_not_read_before_the_key_is_checked() -> None:
 async def test_metrics_key_labels_stay_bounded_and_never_show_a_key(
     http: aiohttp.ClientSession,
 ) -> None:
-    from videosdk.plugins.lmnt.server.limits import MAX_KEY_LABELS
+    from lmnt_local.server.ops.limits import MAX_KEY_LABELS
 
     keys = [f"sk-client-{i:04d}-secret" for i in range(MAX_KEY_LABELS + 40)]
     async with LocalLMNTServer(ToneEngine()) as srv:
@@ -269,7 +269,7 @@ async def test_tls_handshakes_that_never_finish_are_counted_and_cut() -> None:
     connections (a real HTTPS request is refused meanwhile), and are cut after the header
     timeout, after which HTTPS works again.  On the old code they were not counted (the
     request got through) and were held for asyncio's 60 s handshake timeout."""
-    from videosdk.plugins.lmnt.server import ServerConfig
+    from lmnt_local.server import ServerConfig
     from videosdk.plugins.lmnt.testing import make_tls_contexts
 
     server_ctx, client_ctx = make_tls_contexts()
@@ -355,7 +355,7 @@ async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
     import json
     import tracemalloc
 
-    from videosdk.plugins.lmnt.server import ServerConfig
+    from lmnt_local.server import ServerConfig
 
     text = "word " * 1000  # 5,000 characters
     async with LocalLMNTServer(ToneEngine(), config=ServerConfig(max_unit_chars=50)) as srv:

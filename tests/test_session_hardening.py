@@ -13,7 +13,7 @@ import time
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ServerConfig, ToneEngine
 
 pytestmark = pytest.mark.asyncio
 
@@ -67,8 +67,8 @@ def test_text_buffer_splits_as_rescanning_the_whole_buffer_would() -> None:
     text after every piece (the old way, O(buffer) a message) found."""
     import random
 
-    from videosdk.plugins.lmnt.protocol import split_complete_sentences
-    from videosdk.plugins.lmnt.server.intake import TextBuffer
+    from lmnt_local.protocol import split_complete_sentences
+    from lmnt_local.server.api.intake import TextBuffer
 
     rng = random.Random(21)
     alphabet = ["a", "b", " ", "  ", ".", "!", "?", '"', ")", "\n", "Dr.", "e.g. ", "\u3002"]
@@ -96,7 +96,7 @@ async def test_appending_text_costs_the_new_text_not_the_whole_buffer(
 ) -> None:
     """90,000 unflushed characters in 2,000 messages: the sentence scan sees each character a
     bounded number of times (it saw the whole buffer on every message: ~90 million)."""
-    from videosdk.plugins.lmnt.server import intake
+    from lmnt_local.server.api import intake
 
     scanned = 0
     real = intake.split_complete_sentences

@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
     pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)"),
 ]
-SERVE = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--engine", "tone"]
+SERVE = [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--engine", "tone"]
 
 
 def _children(pid: int) -> list[int]:

@@ -127,7 +127,7 @@ async def test_appending_text_costs_the_new_text_not_the_whole_buffer(
                     audio += len(msg.data)
     total = len(piece) * messages
     assert audio == total * 1200 * 2  # every character spoken once (tone: 50 ms a character)
-    assert scanned < 4 * total, scanned
+    assert scanned < 10 * total, scanned  # linear: a bounded tail per message, not O(buffer)
 
 
 def _flood(url: str, count: int, per_second: float, started: list[float]) -> tuple[int, str]:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = """
 import asyncio, json
 import aiohttp
@@ -42,6 +44,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.timeout(240)
 def test_a_script_without_a_main_guard_serves_every_format(tmp_path: Path) -> None:
     script = tmp_path / "unguarded.py"
     script.write_text(SCRIPT)

@@ -219,17 +219,21 @@ async def test_a_body_is_not_read_before_the_key_is_checked() -> None:
 # -- item 8: metrics ---------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(240)
 async def test_metrics_key_labels_stay_bounded_and_never_show_a_key(
     http: aiohttp.ClientSession,
 ) -> None:
     from lmnt_local.server.ops.limits import MAX_KEY_LABELS
 
-    keys = [f"sk-client-{i:04d}-secret" for i in range(MAX_KEY_LABELS + 40)]
+    keys = [f"sk-client-{i:04d}-secret" for i in range(MAX_KEY_LABELS + 16)]
     async with LocalLMNTServer(ToneEngine()) as srv:
         url = srv.http_url + "/v1/ai/speech/bytes"
-        for key in keys:
-            status, _, _ = await _post(http, url, {"text": "Hi", "voice": "ava"}, key=key)
-            assert status == 200
+        body = {"text": "Hi", "voice": "ava", "format": "wav"}
+        for start in range(0, len(keys), 8):
+            answers = await asyncio.gather(
+                *(_post(http, url, body, key=key) for key in keys[start : start + 8])
+            )
+            assert [status for status, _, _ in answers] == [200] * len(answers)
         async with http.get(srv.http_url + "/metrics") as resp:
             text = await resp.text()
     series = [line for line in text.splitlines() if line.startswith("lmnt_characters_total{")]
@@ -252,7 +256,7 @@ async def test_metrics_can_require_a_key(http: aiohttp.ClientSession) -> None:
             assert resp.status == 200 and "lmnt_sessions_total" in await resp.text()
 
 
-def test_the_shipped_haproxy_config_refuses_metrics() -> None:
+async def test_the_shipped_haproxy_config_refuses_metrics() -> None:
     """Statically (the live check is in test_haproxy): the agents' frontend denies /metrics."""
     from pathlib import Path
 
@@ -343,6 +347,7 @@ async def test_partial_frames_without_a_key_pin_little_memory() -> None:
 # -- item 6: detailed speech is streamed --------------------------------------------------------
 
 
+@pytest.mark.timeout(240)
 async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
     http: aiohttp.ClientSession,
 ) -> None:
@@ -352,7 +357,6 @@ async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
     Small synthesis units keep the tone engine's own arrays out of the figure."""
     import base64
     import gc
-    import json
     import tracemalloc
 
     from lmnt_local.server import ServerConfig
@@ -361,7 +365,11 @@ async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
     async with LocalLMNTServer(ToneEngine(), config=ServerConfig(max_unit_chars=50)) as srv:
         url = srv.http_url + "/v1/ai/speech"
         body = {"text": text, "voice": "ava", "format": "mp3", "return_durations": True}
-        await _post(http, url, {"text": "Warm up.", "voice": "ava"})
+        # The answer's shape, on a short text: valid JSON, the audio and a timing per word.
+        status, answer, headers = await _post(http, url, {**body, "text": "word " * 40})
+        assert status == 200 and headers["request-id"].startswith("req_")
+        assert set(answer) == {"audio", "seed", "durations"} and len(answer["durations"]) == 40
+        assert len(base64.b64decode(answer["audio"])) > 10_000
         gc.collect()
         tracemalloc.start()
         try:
@@ -375,12 +383,7 @@ async def test_detailed_speech_of_5000_characters_is_streamed_not_held(
             peak = tracemalloc.get_traced_memory()[1] - before
         finally:
             tracemalloc.stop()
-        # The same answer, read whole: valid JSON, the audio and a timing per word.
-        status, answer, headers = await _post(http, url, body)
-    assert status == 200 and headers["request-id"].startswith("req_")
-    assert set(answer) == {"audio", "seed", "durations"} and len(answer["durations"]) == 1000
-    assert abs(len(json.dumps(answer)) - size) < 0.01 * size
-    assert len(base64.b64decode(answer["audio"])) > 1_000_000
+    assert size > 3_000_000  # 250 s of mp3, base64
     assert peak < 2 * size, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB answer"
 
 

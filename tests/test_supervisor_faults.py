@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [
+    pytest.mark.timeout(300),  # real processes with bounded waits of their own
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
     pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)"),
 ]

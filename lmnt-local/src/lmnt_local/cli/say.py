@@ -148,32 +148,58 @@ async def _endpoint(target: _Target, engine: str | None, quiet: bool) -> AsyncIt
         yield server.ws_url
 
 
-def _describe(exc: Exception, target: _Target) -> CLIError:
-    """One line that says what to fix; never the key (the plugin's errors are redacted)."""
-    from videosdk.plugins.lmnt.errors import LMNTAuthError, LMNTConnectionError, LMNTServerError
+def _kind(exc: Exception) -> str | None:
+    """The plugin's error class, or the bare client's stand-in for it, as one word."""
+    from lmnt_local.cli.client import ClientFailure
 
-    if isinstance(exc, LMNTAuthError):
-        detail = exc.server_message or exc.message
+    if isinstance(exc, ClientFailure):
+        return exc.kind
+    try:
+        from videosdk.plugins.lmnt.errors import (
+            LMNTAuthError,
+            LMNTConnectionError,
+            LMNTServerError,
+        )
+    except ImportError:
+        return None
+    for cls, kind in (
+        (LMNTAuthError, "auth"),
+        (LMNTConnectionError, "connection"),
+        (LMNTServerError, "server"),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return None
+
+
+def _describe(exc: Exception, target: _Target) -> CLIError:
+    """One line that says what to fix; never the key (the plugin's errors are redacted, the
+    bare client's never carry it).  The same line whichever client spoke."""
+    kind = _kind(exc)
+    if kind == "auth":
+        detail = getattr(exc, "server_message", None) or getattr(exc, "message", str(exc))
         hint = (
             "no API key was given: pass --api-key or set LMNT_API_KEY"
             if not target.key_given
             else "check --api-key / LMNT_API_KEY"
         )
         return CLIError(f"the server refused the API key ({detail}); {hint}")
-    if isinstance(exc, LMNTConnectionError):
-        return CLIError(_as_flags(exc.message))  # names the URL and the reason
-    if isinstance(exc, LMNTServerError) and not exc.retryable and _refused_option(exc):
+    if kind == "connection":
+        return CLIError(_as_flags(getattr(exc, "message", str(exc))))  # names the URL and why
+    if kind == "server" and not getattr(exc, "retryable", False) and _refused_option(exc):
         # The server validates what the plugin cannot know (its languages, models...): a
         # refused option is a command line that cannot work, as the plugin's own checks say.
-        return CLIError(f"the server refused an option: {exc.server_message}", EXIT_USAGE)
-    if isinstance(exc, ValueError):  # LMNTTTS's checks of options the parser lets through
+        return CLIError(
+            f"the server refused an option: {getattr(exc, 'server_message', '')}", EXIT_USAGE
+        )
+    if isinstance(exc, ValueError):  # option checks the parser lets through
         return CLIError(_as_flags(str(exc)), EXIT_USAGE)
     return CLIError(str(exc))
 
 
 #: Init fields a server names when it refuses one ("language: Input should be ...", as LMNT's
 #: validation errors read); each is a command-line option of ``say``.
-_OPTION_FIELDS = ("voice", "language", "model", "format", "sample_rate")
+_OPTION_FIELDS = ("voice", "language", "model", "format", "sample_rate", "speed")
 
 
 def _refused_option(exc: Any) -> bool:
@@ -249,8 +275,16 @@ async def _say(args: argparse.Namespace) -> int:
 
 
 async def _say_text(args: argparse.Namespace) -> int:
-    from videosdk.plugins.lmnt.errors import LMNTError
+    from lmnt_local.cli.client import ClientFailure, speak_bare, use_plugin
 
+    # The plugin when installed (its path is evidence the plugin is right), else the bare
+    # protocol client of a server-only install; LMNT_LOCAL_SAY_CLIENT forces either.
+    plugin = use_plugin()
+    failures: tuple[type[Exception], ...] = (ClientFailure, ValueError)
+    if plugin:
+        from videosdk.plugins.lmnt.errors import LMNTError
+
+        failures = (LMNTError, ValueError)
     text = _read_text(args)
     target = _target(args)
     quiet = bool(args.quiet)
@@ -264,7 +298,7 @@ async def _say_text(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.start(text, url if target.url else "the embedded local server")
             try:
-                speech = await speak(
+                speech = await (speak if plugin else speak_bare)(
                     text,
                     ws_url=url,
                     api_key=target.key,
@@ -276,16 +310,26 @@ async def _say_text(args: argparse.Namespace) -> int:
                     protocol_version=args.protocol_version,
                     ca_file=args.ca_file,
                     allow_insecure=args.allow_insecure,
+                    speed=args.speed,
                 )
-            except (LMNTError, ValueError) as exc:
+            except failures as exc:
                 raise _describe(exc, target) from None
         if not speech.pcm:
+            if speech.failure is not None:
+                raise CLIError(f"the server failed: {speech.failure}")
             raise CLIError("the server produced no audio for this text")
         output.commit(wav_bytes(speech.pcm, speech.rate))
     finally:
         output.discard()
+    where = "stdout" if args.output == "-" else args.output
+    if speech.failure is not None:
+        # Kept, not thrown away: most of a long text beats none.  The exit code and this line
+        # (printed even with -q, as every error is) say the file is not the whole text.
+        raise CLIError(
+            f"the server failed after {speech.seconds:.1f} s of audio: {speech.failure}; "
+            f"wrote the partial audio received to {where}"
+        )
     if not quiet:
-        where = "stdout" if args.output == "-" else args.output
         first = f", first audio after {speech.first_audio:.2f} s" if speech.first_audio else ""
         _note(
             f"wrote {where}: {speech.seconds:.2f} s of audio ({speech.rate} Hz mono s16) "

@@ -406,11 +406,12 @@ def test_no_key_in_clear_text_to_a_remote_host(
     assert _names(tmp_path) == []
 
 
-async def test_failure_mid_stream_is_an_error_not_a_short_wav(
+async def test_failure_mid_stream_keeps_the_audio_and_says_it_is_partial(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The plugin only emits "error" once audio flowed (an agent keeps what was heard); a
-    file that silently ends early would be worse than none."""
+    """The plugin only emits "error" once audio flowed (an agent keeps what was heard); say
+    keeps it too, but never silently: the exit code is 1 and the line says it is partial (both
+    clients: tests/test_say_clients.py)."""
     out = tmp_path / "x.wav"
     faults = Faults(error_after_bytes=(20_000, "engine exploded"))
     async with LocalLMNTServer(engine=ToneEngine(), faults=faults) as srv:
@@ -418,8 +419,9 @@ async def test_failure_mid_stream_is_an_error_not_a_short_wav(
         assert await asyncio.to_thread(main, args) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("lmnt-local: the server failed after ")
-    assert "engine exploded" in line
-    assert _names(tmp_path) == []
+    assert "engine exploded" in line and "partial audio" in line
+    assert _names(tmp_path) == ["x.wav"]
+    assert 10_000 <= len(_read_wav(out)) // 2 < ToneEngine().duration_of(PARAGRAPH) * RATE / 2
 
 
 # -- voices ------------------------------------------------------------------------------------

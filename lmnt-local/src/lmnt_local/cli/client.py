@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
@@ -104,6 +104,19 @@ def _display(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+def _safe_url(url: str) -> str:
+    """``url`` with userinfo and every query value masked, as the plugin shows URLs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{item.split('=', 1)[0]}=***" if "=" in item else item
+        for item in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def _scrub(text: str, key: str) -> str:
     return text.replace(key, "***") if len(key) >= 8 else text
 
@@ -114,7 +127,7 @@ def check_url(url: str, allow_insecure: bool) -> None:
     insecure_ok = allow_insecure or insecure_allowed_by_env()
     if parts.scheme == "ws" and not insecure_ok and not is_private_host(parts.hostname):
         raise ValueError(
-            f"ws_url {_display(url)!r} is plain ws:// to a public host: the API key would "
+            f"ws_url {_safe_url(url)!r} is plain ws:// to a public host: the API key would "
             f"travel unencrypted. Use wss://, or, if this is intended, pass --allow-insecure "
             f"or set {INSECURE_ENV}=1 (ws:// to loopback, private addresses and single-label or "
             ".local/.internal/.svc names is allowed without either)."

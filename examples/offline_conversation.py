@@ -7,8 +7,10 @@ What runs is the framework's real stack (VideoSDK Agents 1.0.30): an ``Agent`` g
 from ``on_enter`` with ``session.say()``; an ``AgentSession`` drives a ``Pipeline`` whose LLM is
 a scripted stand-in (a subclass of the framework's ``LLM`` that streams ``LLMResponse`` tokens)
 and whose TTS is ``LMNTTTS``, pointed at a ``LocalLMNTServer`` started inside this process on
-127.0.0.1 (espeak-ng speech when the ``local`` extra is installed, else the test tone).  Two
-user turns are fed to the pipeline's orchestrator as if speech-to-text had produced them.  Every
+127.0.0.1.  That server speaks with ``--engine`` (default ``auto``, the best installed: Piper's
+neural ``en_US-joe-medium`` voice when the ``local`` extra is installed, else espeak-ng, else
+the 440 Hz test tone; the summary line names it).  Two user turns are fed to the pipeline's
+orchestrator as if speech-to-text had produced them.  Every
 audio frame that leaves the agent's ``CustomAudioStreamTrack`` (what a room participant would
 hear) is written to a 24 kHz mono 16-bit WAV file, with a short pause between utterances.
 
@@ -16,7 +18,9 @@ Nothing here needs a network: the only socket is the loopback one to the embedde
 ``VIDEOSDK_AUTH_TOKEN`` is removed from the environment of the command-line run so the
 framework's analytics have nothing to send with (they also need a room session id, which a
 headless run never has).  By default the track is drained as fast as audio is ready, so the
-whole run takes a second or two; ``--realtime`` plays it at the pace a room would.
+whole run takes as long as the engine needs to speak it (a second or two with espeak-ng or the
+tone, several with the neural voice on a small CPU); ``--realtime`` plays it at the pace a room
+would.
 
 Import ``run`` to drive it from your own code or tests: ``await run("out.wav")`` returns a
 ``Conversation`` with what was said and how long it lasted.

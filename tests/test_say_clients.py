@@ -46,7 +46,11 @@ def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 def _read_wav(path: Path) -> bytes:
     with wave.open(str(path)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, RATE)
-        return w.readframes(w.getnframes())
+        return bytes(w.readframes(w.getnframes()))
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
 
 
 async def _say(*args: str) -> int:
@@ -67,7 +71,7 @@ def test_the_plugin_is_used_when_installed_unless_told_otherwise(
     monkeypatch.setenv(CLIENT_ENV, "videosdk")
     assert main(["say", "hi", "--engine", "tone", "-o", str(tmp_path / "x.wav")]) == 2
     assert f"{CLIENT_ENV} must be auto, plugin or bare" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert _names(tmp_path) == []
 
 
 def test_the_bare_client_imports_no_videosdk(tmp_path: Path) -> None:
@@ -78,10 +82,11 @@ def test_the_bare_client_imports_no_videosdk(tmp_path: Path) -> None:
 
     from env_helpers import subprocess_env
 
+    out = tmp_path / "x.wav"
     code = (
         "import sys; sys.modules['videosdk'] = None\n"
         "from lmnt_local.cli.app import main\n"
-        f"rc = main(['say', 'Hello there.', '--engine', 'tone', '-o', {str(tmp_path / 'x.wav')!r}])\n"
+        f"rc = main(['say', 'Hello there.', '--engine', 'tone', '-o', {str(out)!r}])\n"
         "assert not [m for m in sys.modules if m.startswith('videosdk.')], 'videosdk imported'\n"
         "sys.exit(rc)\n"
     )
@@ -160,7 +165,7 @@ async def test_both_clients_fail_with_the_same_line(
                     "real-key-8086",
                     "-o",
                     out,
-                ),  # fmt: skip
+                ),
             ]
             assert codes == [1, 1, 2]
             lines[name] = capsys.readouterr().err.splitlines()
@@ -171,7 +176,7 @@ async def test_both_clients_fail_with_the_same_line(
     assert "--allow-insecure" in insecure
     for line in lines["bare"]:
         assert "wrong-key-5150" not in line and "real-key-8086" not in line
-    assert list(tmp_path.iterdir()) == []
+    assert _names(tmp_path) == []
 
 
 # -- partial audio -----------------------------------------------------------------------------
@@ -201,7 +206,7 @@ async def test_a_failure_mid_stream_keeps_the_audio_received(
     if fmt == "pcm_s16le":
         sent = session.audio_bytes_sent // 2
         assert sent <= len(pcm) // 2 < sent + RATE // 50, "all that was sent, padded to a frame"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.wav"], "no temporary file left"
+    assert _names(tmp_path) == ["x.wav"], "no temporary file left"
 
 
 async def test_a_failure_before_audio_writes_nothing(
@@ -212,7 +217,7 @@ async def test_a_failure_before_audio_writes_nothing(
         assert await _say(TEXT, "--ws-url", srv.ws_url, "-o", str(tmp_path / "x.wav")) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert "engine exploded" in line and "partial" not in line
-    assert list(tmp_path.iterdir()) == []
+    assert _names(tmp_path) == []
 
 
 # -- speed -------------------------------------------------------------------------------------
@@ -263,4 +268,4 @@ def test_speed_out_of_range_is_a_usage_error(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "between 0.25 and 2.0" in err or "not a number" in err
-    assert list(tmp_path.iterdir()) == []
+    assert _names(tmp_path) == []

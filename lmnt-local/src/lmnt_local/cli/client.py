@@ -111,8 +111,7 @@ def _safe_url(url: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
     query = "&".join(
-        f"{item.split('=', 1)[0]}=***" if "=" in item else item
-        for item in parts.query.split("&")
+        f"{item.split('=', 1)[0]}=***" if "=" in item else item for item in parts.query.split("&")
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 

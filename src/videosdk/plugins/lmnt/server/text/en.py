@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
+from .en_codes import ID_RULES, WEB_AND_PHONE_RULES, spell
 from .en_dates import DATE_RULES, TIME_RULES, month_name, previous_word
 from .en_words import WORD_RULES
-from .normalize import Normalized, Piece, Rule, RuleSet, Scan, register
+from .normalize import Normalized, Piece, Rule, RuleSet, Scan, alternation, register
 from .numbers_en import (
-    DIGIT_WORDS,
     cardinal,
     decimal,
     digits,
@@ -26,27 +26,16 @@ from .numbers_en import (
     year,
 )
 from .tables_en import (
-    ABBREVIATIONS,
     ATTACHED_ONLY_UNITS,
     CURRENCIES,
     MONTHS,
-    ORDINAL_CUES,
     PER,
-    REGNAL_NAMES,
-    ROMAN_CARDINAL_CUES,
     SCALES,
-    STREET_SUFFIXES,
-    SYMBOLS,
-    TITLES,
     UNITS,
-    US_STATES,
+    WEEKDAYS,
 )
 
 __all__ = ["RULES", "normalize_en", "spell"]
-
-
-def _alternation(words: object) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))  # type: ignore[call-overload]
 
 
 _NUMERIC_KINDS = frozenset({"number", "money", "time"})
@@ -56,124 +45,23 @@ _CODE_CURRENCY = r"USD|EUR|GBP|JPY|CAD|AUD|INR|CHF"
 _SCALE = r"(?:\s(?:thousand|million|billion|trillion)\b|(?:k|K|m|M|mn|MM|b|B|bn|BN|T)(?!\w))"
 
 
-def spell(code: str) -> str:
-    """A code as a person reads it out: letters in capital runs, digits one by one.
-
-    "AB12C" -> "AB one two C": a run of capitals reads as letters in every engine tried, where a
-    lone "A" between spaces is read as the article.  Dashes become short pauses.
-    """
-    said: list[str] = []
-    for part in re.findall(r"[A-Za-z]+|\d|-", code):
-        if part == "-":
-            if said:
-                said[-1] += ","
-        elif part.isdigit():
-            said.append(DIGIT_WORDS[int(part)])
-        else:
-            said.append(part.upper())
-    return " ".join(said)
-
-
-# --- the web ------------------------------------------------------------------------------------
-
-_SEPARATORS = {".": "dot", "-": "dash", "_": "underscore", "+": "plus", "/": "slash", ":": ""}
-
-
-def _say_address(text: str) -> str:
-    words: list[str] = []
-    for part in re.findall(r"[A-Za-z]+|\d+|[._+/:-]", text):
-        if part in _SEPARATORS:
-            if _SEPARATORS[part]:
-                words.append(_SEPARATORS[part])
-        elif part.isdigit():
-            words.append(digits(part) if len(part) > 2 or part[0] == "0" else cardinal(int(part)))
-        elif part.lower() == "www":
-            words.append("w w w")
-        else:
-            words.append(part.lower())
-    return " ".join(words)
-
-
-def _email(m: re.Match[str], scan: Scan) -> list[Piece]:
-    local, _, domain = m.group().partition("@")
-    return [(m.start(), m.end(), f"{_say_address(local)} at {_say_address(domain)}")]
-
-
-def _url(m: re.Match[str], scan: Scan) -> list[Piece]:
-    address = re.sub(r"^https?://", "", m.group(), flags=re.IGNORECASE)
-    return [(m.start(), m.end(), _say_address(address.rstrip("/")))]
-
-
-_TLD = "com|org|net|io|ai|co|dev|app|gov|edu|us|uk|de|fr|ca|info|biz|me|tv|ly|sh|xyz|gg|fm"
-
-# --- phone numbers, ids, codes ------------------------------------------------------------------
-
-
-def _digit_group(group: str) -> str:
-    if group in ("800", "900"):
-        return cardinal(int(group))
-    return digits(group)
-
-
-def _phone(m: re.Match[str], scan: Scan) -> list[Piece]:
-    groups = re.findall(r"\d+", m.group())
-    said = ", ".join(_digit_group(g) for g in groups)
-    if m.group().startswith("+"):
-        said = "plus " + said
-    return [(m.start(), m.end(), said)]
-
-
-def _hash(m: re.Match[str], scan: Scan) -> list[Piece]:
-    n = m["n"]
-    said = cardinal(int(n)) if len(n) <= 2 and n[0] != "0" else digits(n)
-    return [(m.start(), m.end(), "number " + said)]
-
-
-def _number_word(m: re.Match[str], scan: Scan) -> list[Piece]:
-    return [(m.start(), m.end(), "number" if m.group()[0] == "N" or m.group()[0] == "n" else "")]
-
-
-_ID_NEEDS_MARK = frozenset({"order", "customer", "member", "account", "case", "room"})
-
-
-def _id(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    code = m["code"]
-    if not any(c.isdigit() for c in code) or len(code) < 3:
-        return None
-    mark = m["mark"] or ""
-    if m["cue"].lower() in _ID_NEEDS_MARK and not mark.strip():
-        return None
-    pieces = [(m.start("code"), m.end("code"), spell(code))]
-    if m["mark"] and re.search(r"#|[Nn]o\.|[Nn]um\.", mark):
-        pieces.append((m.start("mark"), m.end("mark"), "number"))
-    return pieces
-
-
-def _zip(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    if scan.text[max(0, m.start() - 3) : m.start() - 1] not in US_STATES:
-        return None
-    said = digits(m["zip"]) + (", " + digits(m["plus"]) if m["plus"] else "")
-    return [(m.start(), m.end(), said)]
-
-
-_UNIT_LIKE = re.compile(r"\d+(?:GB|MB|KB|TB|GHz|MHz|kHz|Hz|AM|PM|K|M|B|BN|W|V|L|T)")
-
-
-def _code(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    code = m.group()
-    if _UNIT_LIKE.fullmatch(code):
-        return None
-    head = code.split("-", 1)[0]
-    if "-" in code and len(head) >= 4 and head.isalpha():  # "COVID-19": a name and a number
-        return None
-    return [(m.start(), m.end(), spell(code))]
-
-
 # --- money ----------------------------------------------------------------------------------------
 
 
-def _amount_words(amount: str, scale: str | None, names: tuple[str, str, str, str]) -> str:
+_ADJECTIVAL = re.compile(r"(?:^|\s)[Aa]n?\s+$")
+
+
+def adjectival(text: str, start: int) -> bool:
+    """ "a 10 km run", "a $5 fee": a measure before a noun is said in the singular."""
+    return _ADJECTIVAL.search(text, max(0, start - 8), start) is not None
+
+
+def _amount_words(
+    amount: str, scale: str | None, names: tuple[str, str, str, str], single: bool = False
+) -> str:
     one, many, cent, cents = names
+    if single and "." not in amount:
+        many = one
     if scale:
         return f"{number(amount)} {SCALES[scale.strip()]} {many}"
     whole, _, frac = amount.replace(",", "").partition(".")
@@ -200,7 +88,8 @@ def _money(m: re.Match[str], scan: Scan) -> list[Piece] | None:
             low = number(m["amt"])  # "$5-10": five to ten dollars
         said = f"{low} to {high}"
     else:
-        said = _amount_words(m["amt"], m["scale"], names)
+        single = adjectival(scan.text, m.start())
+        said = _amount_words(m["amt"], m["scale"], names, single)
     if m["neg"]:
         said = "minus " + said
     return [(m.start(), m.end(), said)]
@@ -222,9 +111,13 @@ def _decade(m: re.Match[str], scan: Scan) -> list[Piece] | None:
         said = year(value)
     elif value in (100, 1000):
         said = cardinal(value).split()[-1]
-    elif len(n) == 2 and value >= 10 and (
-        m.group().startswith(("'", "\u2019"))
-        or previous_word(scan.text, m.start()).lower().rstrip("-") in _DECADE_CUES
+    elif (
+        len(n) == 2
+        and value >= 10
+        and (
+            m.group().startswith(("'", "\u2019"))
+            or previous_word(scan.text, m.start()).lower().rstrip("-") in _DECADE_CUES
+        )
     ):
         said = cardinal(value)
     else:
@@ -280,11 +173,14 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)[\"'(]?$")
 
 
 def _is_year(text: str, m: re.Match[str], value: int) -> bool:
-    if not 1100 <= value <= 2099:
+    if not 1000 <= value <= 2099:
         return False
     if previous_word(text, m.start()).lower() in _YEAR_CUES:
         return True
-    if _SENTENCE_START.search(text, max(0, m.start() - 4), m.start()):
+    if (
+        _SENTENCE_START.search(text, max(0, m.start() - 4), m.start())
+        and text[m.end() : m.end() + 1] == " "
+    ):
         return True
     return _YEAR_FOLLOWS.match(text, m.end()) is not None
 
@@ -295,7 +191,7 @@ def _number(m: re.Match[str], scan: Scan) -> list[Piece]:
     if "," not in n and "." not in n:
         if n in ("911", "411"):
             said = digits(n)
-        elif len(n) > 1 and n[0] == "0" or len(n) >= 10:
+        elif (len(n) > 1 and n[0] == "0") or len(n) >= 10:
             said = digits(n)
         elif _STREET_AFTER.match(text, m.end()):
             said = pairs(n)
@@ -310,9 +206,15 @@ def _number(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), said)]
 
 
+_COUNT_BEFORE = re.compile(r"(-?[\d,]*\.?\d+)\s?$")
+
+
 def _count_before(text: str, end: int) -> str:
-    found = re.search(r"(-?[\d,]*\.?\d+)\s?$", text[max(0, end - 24) : end])
-    return found.group(1) if found else ""
+    """The written number a unit follows; "1" when the measure is adjectival ("a 10 km run")."""
+    found = _COUNT_BEFORE.search(text, max(0, end - 24), end)
+    if found is None:
+        return ""
+    return "1" if adjectival(text, found.start()) else found.group(1)
 
 
 def _unit(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -326,13 +228,15 @@ def _unit(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 def _degree(m: re.Match[str], scan: Scan) -> list[Piece]:
     count = _count_before(scan.text, m.start())
     said = plural(count, "degree", "degrees")
-    if m["scale"]:
-        said += " Celsius" if m["scale"] in "C\u2103" else " Fahrenheit"
+    scale = m["scale"] or m["scale2"]
+    if scale:
+        said += " Celsius" if scale in "C\u2103" else " Fahrenheit"
     return [(m.start("deg"), m.end(), said)]
 
 
 def _percent(m: re.Match[str], scan: Scan) -> list[Piece]:
-    return [(m.start("p"), m.end("p"), "percent")]
+    group = "p" if m["p"] else "p2"
+    return [(m.start(group), m.end(group), "percent")]
 
 
 def _by(m: re.Match[str], scan: Scan) -> list[Piece]:
@@ -345,35 +249,23 @@ def _dash(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     return [(m.start("d"), m.end("d"), "to")]
 
 
-_UNIT_NAMES = _alternation(UNITS)
+_UNIT_NAMES = alternation(UNITS)
+_DAY_NAMES = {**WEEKDAYS, **{name: name for name in WEEKDAYS.values()}}
+_WEEKDAY = alternation(_DAY_NAMES)
+
+
+def _weekday_range(m: re.Match[str], scan: Scan) -> list[Piece]:
+    return [(m.start(), m.end(), f"{_DAY_NAMES[m['a']]} to {_DAY_NAMES[m['b']]}")]
+
 
 RULES = [
-    Rule(
-        "email",
-        r"(?<![\w.+-])[A-Za-z0-9][\w.+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])",
-        _email,
-    ),
-    Rule(
-        "url",
-        r"(?<![\w@.])(?:(?:https?://|www\.)(?:[\w-]+\.)+[A-Za-z]{2,}|(?:[\w-]+\.)+(?:"
-        + _TLD
-        + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?(?![\w-])",
-        _url,
-    ),
-    Rule(
-        "phone",
-        r"(?<![\w+$€£¥.,/-])(?:\+?1[-. ])?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}"
-        r"(?![\w-]|[.,]\d)",
-        _phone,
-    ),
-    Rule("phone_intl", r"(?<![\w+])\+\d{1,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|[.,]\d)", _phone),
-    Rule("phone_local", r"(?<![\w.,/$-])\d{3}-\d{4}(?![\w-]|[.,]\d)", _phone),
+    *WEB_AND_PHONE_RULES,
     *DATE_RULES,
     *TIME_RULES,
     Rule(
         "money",
-        rf"(?<![\w$€£¥])(?P<neg>[-−])?(?P<cur>{_SYMBOL_CURRENCY})\s?(?P<amt>{_AMOUNT})"
-        rf"(?P<scale>{_SCALE})?(?:\s?[-–]\s?(?:{_SYMBOL_CURRENCY})?(?P<amt2>{_AMOUNT})"
+        rf"(?<![\w$€£¥])(?P<neg>[-\u2212])?(?P<cur>{_SYMBOL_CURRENCY})\s?(?P<amt>{_AMOUNT})"
+        rf"(?P<scale>{_SCALE})?(?:\s?[-\u2013]\s?(?:{_SYMBOL_CURRENCY})?(?P<amt2>{_AMOUNT})"
         rf"(?P<scale2>{_SCALE})?)?",
         _money,
         "money",
@@ -392,8 +284,8 @@ RULES = [
         _money,
         "money",
     ),
-    Rule("per", rf"(?<=[\w.])/(?P<p>{_alternation(PER)})(?!\w)", _per),
-    Rule("decade", r"(?<![\w.$])['’]?(?P<n>\d{2}|\d{3}|\d{4})s(?!\w)", _decade, "number"),
+    Rule("per", rf"(?<=[\w.])/(?P<p>{alternation(PER)})(?!\w)", _per),
+    Rule("decade", r"(?<![\w.$])['\u2019]?(?P<n>\d{2}|\d{3}|\d{4})s(?!\w)", _decade, "number"),
     Rule(
         "mixed_fraction",
         r"(?<![\w.,/])(?P<w>\d+)\s(?P<n>\d{1,2})/(?P<d>\d{1,3})(?![\w/]|[.,]\d)",
@@ -412,26 +304,11 @@ RULES = [
         _ordinal,
         "number",
     ),
-    Rule("hash", r"(?<![\w&#])#\s?(?P<n>\d+)(?!\w)", _hash),
-    Rule("number_abbreviation", r"\b(?:No|no|Nos|nos|Num|num)\.(?=\s?\d)", _number_word),
-    Rule(
-        "id",
-        r"\b(?P<cue>(?i:order|confirmation|tracking|reference|ref|account|invoice|ticket|booking"
-        r"|policy|claim|case|transaction|member|customer|reservation|serial|PIN|zip|zip code"
-        r"|postal code|extension|ext\.|ending in|room))(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
-        r"|code))?(?::|\sis)?\s?(?P<code>[A-Z0-9](?:[A-Z0-9-]*[A-Z0-9])?)(?![\w-])",
-        _id,
-    ),
-    Rule("zip", r"(?<=[A-Z]{2}\s)(?P<zip>\d{5})(?:-(?P<plus>\d{4}))?(?![\w-])", _zip),
-    Rule(
-        "code",
-        r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]+(?:-[A-Z0-9]+)*(?![\w-])",
-        _code,
-    ),
+    *ID_RULES,
     *WORD_RULES,
     Rule(
         "number",
-        r"(?<![\w.])(?:(?<![\w.,)\]%-])(?P<neg>[-−]))?(?P<n>\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+        r"(?:(?<![\w.])|(?<=\dx))(?:(?<![\w.,)\]%-])(?P<neg>[-\u2212]))?(?P<n>\d{1,3}(?:,\d{3})+(?:\.\d+)?"
         r"|\d+(?:\.\d+)*|\.\d+)",
         _number,
         "number",
@@ -444,6 +321,12 @@ RULES = [
         r"(?<=\d)\s?(?P<deg>°\s?(?P<scale>[CF](?![\w]))?|(?P<scale2>[\u2103\u2109]))",
         _degree,
         "number",
+    ),
+    Rule(
+        "weekday_range",
+        rf"\b(?P<a>{_WEEKDAY})\.?\s?[-\u2013]\s?(?P<b>{_WEEKDAY})\.?(?!\w)",
+        _weekday_range,
+        "date",
     ),
     Rule("percent", r"(?<=\d)\s?(?P<p>%)|(?P<p2>%)", _percent, "number"),
     Rule("dash", r"(?<=[\w%.])\s?(?P<d>[-\u2013\u2014])\s?(?=[$€£¥]?\.?\d)", _dash),

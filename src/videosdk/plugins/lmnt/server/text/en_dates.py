@@ -78,7 +78,7 @@ def _month_day(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 
 
 def _day_month(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    day = int(m["day"])
+    day = int(m["day"].rstrip("stndrh"))
     if not 1 <= day <= 31:
         return None
     said = ordinal(day)
@@ -98,7 +98,7 @@ def _weekday(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 
 
 def _date_dash(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    """"Dec 3-5": the second day is a day too."""
+    """ "Dec 3-5": the second day is a day too."""
     if scan.last_kind != "date" or not scan.after_previous(m.start()):
         return None
     day = int(m["day"])
@@ -129,8 +129,11 @@ def _clock(m: re.Match[str], scan: Scan) -> list[Piece] | None:
             return None
         said = f"{cardinal(h)} minutes and {cardinal(mi)} second" + ("" if mi == 1 else "s")
         return [(m.start(), m.end("m"), said)]
-    if mi == 0:
-        said = _hour(h) + ("" if m["ap"] else " o'clock")
+    if mi == 0 and not m["ap"]:
+        # 24-hour times are said "seventeen hundred"; "00:00" is midnight
+        said = "midnight" if h in (0, 24) else _hour(h) + (" hundred" if h > 12 else " o'clock")
+    elif mi == 0:
+        said = _hour(h)
     elif mi < 10:
         said = f"{_hour(h)} oh {cardinal(mi)}"
     else:
@@ -189,7 +192,7 @@ DATE_RULES = [
     ),
     Rule(
         "day_month",
-        rf"(?<![\w.,])(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\s(?P<of>of\s)?(?P<mon>{_MONTH}\b\.?)"
+        rf"(?<![\w.,])(?P<day>\d{{1,2}}(?:st|nd|rd|th)?)\s(?P<of>of\s)?(?P<mon>{_MONTH}\b\.?)"
         r"(?:,?\s(?P<year>\d{4})(?![\w]|[.,]\d))?",
         _day_month,
         "date",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .en_dates import previous_word, sentence_ends_after
-from .normalize import Piece, Rule, Scan
+from .normalize import Piece, Rule, Scan, alternation
 from .numbers_en import cardinal, ordinal
 from .tables_en import (
     ABBREVIATIONS,
@@ -18,10 +18,6 @@ from .tables_en import (
 )
 
 __all__ = ["WORD_RULES", "roman_value"]
-
-
-def _alternation(words: list[str] | tuple[str, ...] | dict[str, object]) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
 _ROMAN = r"(?=[MDCLXVI])M{0,3}(?:CM|CD|D?C{0,3})(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3})"
@@ -38,7 +34,7 @@ def roman_value(numeral: str) -> int:
 
 
 def _lone_i_is_pronoun(m: re.Match[str], text: str) -> bool:
-    """"Elizabeth I" is a queen at the end of a clause; "Elizabeth I think" is a pronoun."""
+    """ "Elizabeth I" is a queen at the end of a clause; "Elizabeth I think" is a pronoun."""
     return m["num"] == "I" and re.match(r"[\"')\]]*(?:$|[.,;:!?])", text[m.end() :]) is None
 
 
@@ -49,8 +45,6 @@ def _regnal(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 
 
 def _roman_cardinal(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    if _lone_i_is_pronoun(m, scan.text):
-        return None
     return [(m.start("num"), m.end("num"), cardinal(roman_value(m["num"])))]
 
 
@@ -61,17 +55,24 @@ _BARE_OK = frozenset({"Dr", "Mr", "Mrs", "Ms", "St", "Prof"})
 
 
 def _title_or_street(m: re.Match[str], scan: Scan) -> list[Piece] | None:
-    """"Dr. Smith" is a doctor, "Elm Dr." a drive; "St. Paul" a saint, "Main St." a street."""
+    """ "Dr. Smith" is a doctor, "Elm Dr." a drive; "St. Paul" a saint, "Main St." a street."""
     text = scan.text
     word, dot = m["t"], m["dot"] or ""
     before = previous_word(text, m.start())
-    capital_before = before[:1].isupper() and not re.search(r"[.!?]\s*$", text[: m.start()])
-    capital_after = _CAPITAL_AFTER.match(text, m.end()) is not None
     house = _HOUSE_NUMBER_BEFORE.search(text, max(0, m.start() - 60), m.start()) is not None
+    start_of_sentence = re.search(r"(?:^|[.!?]\s+)[\"'(]?$", text[: m.start()]) is not None
+    # "Visit St. Paul": the capital before starts the sentence, so it says nothing of a street
+    first_word = re.search(r"(?:^|[.!?]\s+)[\"'(]?\S+\s+$", text[: m.start()]) is not None
+    capital_before = before[:1].isupper() and not start_of_sentence
+    if capital_before and first_word and not house:
+        capital_before = False
+    capital_after = _CAPITAL_AFTER.match(text, m.end()) is not None
     if not dot and word not in _BARE_OK and word not in STREET_SUFFIXES:
         return None
-    if word in STREET_SUFFIXES and word not in _ALWAYS_TITLE and (
-        house or (capital_before and (not capital_after or word != "Dr"))
+    if (
+        word in STREET_SUFFIXES
+        and word not in _ALWAYS_TITLE
+        and (house or (capital_before and (not capital_after or word != "Dr")))
     ):
         said = STREET_SUFFIXES[word]
         if dot and sentence_ends_after(text, m.end()):
@@ -121,23 +122,23 @@ _SYMBOL_CHARS = "".join(re.escape(c) for c in SYMBOLS if c not in "~")
 WORD_RULES = [
     Rule(
         "regnal",
-        rf"\b(?:{_alternation([*REGNAL_NAMES, *ORDINAL_CUES])})\s(?P<num>{_ROMAN})(?![\w'’-])",
+        rf"\b(?:{alternation([*REGNAL_NAMES, *ORDINAL_CUES])})\s(?P<num>{_ROMAN})(?![\w'\u2019-])",
         _regnal,
     ),
     Rule(
         "roman_cardinal",
-        rf"(?<![\w.])(?:{_alternation(ROMAN_CARDINAL_CUES)})\s(?P<num>{_ROMAN})(?![\w'’-])",
+        rf"(?<![\w.])(?:{alternation(ROMAN_CARDINAL_CUES)})\s(?P<num>{_ROMAN})(?![\w'\u2019-])",
         _roman_cardinal,
     ),
     Rule(
         "title_or_street",
-        rf"\b(?P<t>{_alternation(_TITLE_WORDS)})(?P<dot>\.)?(?![\w'’])",
+        rf"\b(?P<t>{alternation(_TITLE_WORDS)})(?P<dot>\.)?(?![\w'\u2019])",
         _title_or_street,
     ),
     Rule("with", r"(?<![\w/])w/o?(?=[\s\w])", _with),
     Rule(
         "abbreviation",
-        rf"(?<![\w.]){_alternation(ABBREVIATIONS)}(?![\w'’])",
+        rf"(?<![\w.])(?:{alternation(ABBREVIATIONS)})(?![\w'\u2019])",
         _abbreviation,
     ),
     Rule(

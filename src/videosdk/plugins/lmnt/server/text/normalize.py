@@ -26,6 +26,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "Token",
+    "alternation",
     "identity",
     "languages",
     "normalize",
@@ -97,6 +98,11 @@ def assemble(source: str, tokens: Sequence[Token], changed: Sequence[bool]) -> N
             previous_changed = changed[index]
     parts.append(source[previous_end:])
     return Normalized(source, "".join(parts), list(tokens), spans)
+
+
+def alternation(words: Iterable[str]) -> str:
+    """A regex alternative of ``words``, longest first so "hrs" wins over "h"."""
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
 def identity(text: str) -> Normalized:

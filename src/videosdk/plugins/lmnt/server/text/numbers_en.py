@@ -130,7 +130,7 @@ def digits(text: str) -> str:
 
 
 def decimal(text: str) -> str:
-    """"3.14" -> "three point one four"; ".5" -> "point five"; "1.2.3" -> "one point two point three"."""
+    """Digits after the point one by one: "3.14" -> "three point one four", ".5" -> "point five"."""
     negative = text.startswith(("-", "\u2212"))
     text = text.lstrip("-\u2212").replace(",", "")
     head, _, rest = text.partition(".")

@@ -268,7 +268,7 @@ SYMBOLS = {
     "+": "plus",
     "=": "equals",
     "@": "at",
-    "×": "times",
+    "\u00d7": "times",  # multiplication sign
     "÷": "divided by",
     "±": "plus or minus",
     "≈": "about",

@@ -135,6 +135,7 @@ WEB_AND_PHONE_RULES = [
         "email",
         r"(?<![\w.+-])[A-Za-z0-9][\w.+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])",
         _email,
+        first=r"A-Za-z0-9",
     ),
     Rule(
         "url",
@@ -142,20 +143,26 @@ WEB_AND_PHONE_RULES = [
         + _TLD
         + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?(?![\w-])",
         _url,
+        first=r"\w",
     ),
     Rule(
         "phone",
         r"(?<![\w+$€£¥.,/-])(?:\+?1[-. ])?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}"
         r"(?![\w-]|[.,]\d)",
         _phone,
+        first=r"\d+(",
     ),
-    Rule("phone_intl", r"(?<![\w+])\+\d{1,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|[.,]\d)", _phone),
-    Rule("phone_local", r"(?<![\w.,/$-])\d{3}-\d{4}(?![\w-]|[.,]\d)", _phone),
+    Rule(
+        "phone_intl", r"(?<![\w+])\+\d{1,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|[.,]\d)", _phone, first=r"+"
+    ),
+    Rule("phone_local", r"(?<![\w.,/$-])\d{3}-\d{4}(?![\w-]|[.,]\d)", _phone, first=r"\d"),
 ]
 
 ID_RULES = [
-    Rule("hash", r"(?<![\w&#])#\s?(?P<n>\d+)(?!\w)", _hash),
-    Rule("number_abbreviation", r"\b(?:No|no|Nos|nos|Num|num)\.(?=\s?\d)", _number_word),
+    Rule("hash", r"(?<![\w&#])#\s?(?P<n>\d+)(?!\w)", _hash, first=r"#"),
+    Rule(
+        "number_abbreviation", r"\b(?:No|no|Nos|nos|Num|num)\.(?=\s?\d)", _number_word, first=r"Nn"
+    ),
     Rule(
         "id",
         r"\b(?P<cue>(?i:order|confirmation|tracking|reference|ref|account|invoice|ticket|booking"
@@ -163,11 +170,13 @@ ID_RULES = [
         r"|postal code|extension|ext\.|ending in|room))(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
         r"|code))?(?::|\sis)?\s?(?P<code>[A-Z0-9](?:[A-Z0-9-]*[A-Z0-9])?)(?![\w-])",
         _id,
+        first=r"A-Za-z",
     ),
-    Rule("zip", r"(?<=[A-Z]{2}\s)(?P<zip>\d{5})(?:-(?P<plus>\d{4}))?(?![\w-])", _zip),
+    Rule("zip", r"(?<=[A-Z]{2}\s)(?P<zip>\d{5})(?:-(?P<plus>\d{4}))?(?![\w-])", _zip, first=r"\d"),
     Rule(
         "code",
         r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]+(?:-[A-Z0-9]+)*(?![\w-])",
         _code,
+        first=r"A-Z0-9",
     ),
 ]

@@ -163,18 +163,21 @@ DATE_RULES = [
         r"(?<![\w.-])(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?![\w-]|[.,]\d)",
         _iso,
         "date",
+        first=r"\d",
     ),
     Rule(
         "date_numeric",
         r"(?<![\w./-])(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}|\d{2})(?![\w/]|[.,]\d)",
         _numeric,
         "date",
+        first=r"\d",
     ),
     Rule(
         "date_numeric_dash",
         r"(?<![\w./-])(?P<a>\d{1,2})-(?P<b>\d{1,2})-(?P<y>\d{4})(?![\w-]|[.,]\d)",
         _numeric,
         "date",
+        first=r"\d",
     ),
     Rule(
         "weekday",
@@ -182,6 +185,7 @@ DATE_RULES = [
         rf"(?=,?\s+(?:{_MONTH}\b|\d))",
         _weekday,
         "date",
+        first=r"MTWFS",
     ),
     Rule(
         "month_day",
@@ -189,6 +193,7 @@ DATE_RULES = [
         r"(?:,?\s(?P<year>\d{4})(?![\w]|[.,]\d))?",
         _month_day,
         "date",
+        first=r"JFMASOND",
     ),
     Rule(
         "day_month",
@@ -196,12 +201,14 @@ DATE_RULES = [
         r"(?:,?\s(?P<year>\d{4})(?![\w]|[.,]\d))?",
         _day_month,
         "date",
+        first=r"\d",
     ),
     Rule(
         "date_dash",
         r"(?<=\w)\s?(?P<d>[-\u2013])\s?(?P<day>\d{1,2})(?:st|nd|rd|th)?(?![\w:]|[.,]\d)",
         _date_dash,
         "date",
+        first=r"\s\-\u2013",
     ),
 ]
 
@@ -211,11 +218,13 @@ TIME_RULES = [
         r"(?<![\w.:$/])(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?(?:\s?" + _AP + r")?(?![\d:])",
         _clock,
         "time",
+        first=r"\d",
     ),
     Rule(
         "hour_meridiem",
         r"(?<![\w.:$/])(?P<h>\d{1,2})\s?" + _AP + r"(?!\w)",
         _hour_meridiem,
         "time",
+        first=r"\d",
     ),
 ]

@@ -124,22 +124,26 @@ WORD_RULES = [
         "regnal",
         rf"\b(?:{alternation([*REGNAL_NAMES, *ORDINAL_CUES])})\s(?P<num>{_ROMAN})(?![\w'\u2019-])",
         _regnal,
+        first=r"A-Z",
     ),
     Rule(
         "roman_cardinal",
         rf"(?<![\w.])(?:{alternation(ROMAN_CARDINAL_CUES)})\s(?P<num>{_ROMAN})(?![\w'\u2019-])",
         _roman_cardinal,
+        first=r"A-Z",
     ),
     Rule(
         "title_or_street",
         rf"\b(?P<t>{alternation(_TITLE_WORDS)})(?P<dot>\.)?(?![\w'\u2019])",
         _title_or_street,
+        first=r"A-Z",
     ),
-    Rule("with", r"(?<![\w/])w/o?(?=[\s\w])", _with),
+    Rule("with", r"(?<![\w/])w/o?(?=[\s\w])", _with, first=r"w"),
     Rule(
         "abbreviation",
         rf"(?<![\w.])(?:{alternation(ABBREVIATIONS)})(?![\w'\u2019])",
         _abbreviation,
+        first=r"A-Za-z",
     ),
     Rule(
         "symbol",

@@ -10,6 +10,7 @@ category, before (the text passed as written) and after.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,20 @@ def test_text_without_digits_or_symbols_is_unchanged(text: str) -> None:
     result = normalize(text)
     assert result.spoken == text
     assert [t.spoken for t in result.tokens] == text.split()
+
+
+def _cpu_seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.thread_time()
+        normalize(text)
+        best = min(best, time.thread_time() - start)
+    return best
+
+
+@pytest.mark.parametrize("unit", ["1-", "Dr. ", "a-", "a@", "$1,", "etc. ", "+1 "])
+def test_cost_grows_linearly_with_hostile_text(unit: str) -> None:
+    """A text 4x longer costs about 4x (quadratic would be 16x): no rule rescans the text."""
+    short = _cpu_seconds(unit * 500)
+    long = _cpu_seconds(unit * 2000)
+    assert long < 9 * max(short, 1e-4), (unit, short, long)

@@ -154,6 +154,10 @@ def _mixed(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     return [(m.start(), m.end(), f"{number(m['w'])} and {part}")]
 
 
+def _rating(m: re.Match[str], scan: Scan) -> list[Piece]:
+    return [(m.start(), m.end(), f"{number(m['a'])} out of {cardinal(int(m['b']))}")]
+
+
 def _ordinal(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), ordinal(int(m["n"].replace(",", ""))))]
 
@@ -169,13 +173,15 @@ _STREET_AFTER = re.compile(
     r"|Way|Ct|Court|Pl|Place|Pkwy|Parkway|Hwy|Highway|Ter|Terrace|Cir|Circle)\b"
 )
 _YEAR_FOLLOWS = re.compile(r"[\"')\]]*(?:$|[.,;:!?)])|\s+(?:was|is|saw|will|had|has|brought)\b")
+_FLIGHT_BEFORE = re.compile(r"\b[Ff]light\s+(?:[A-Z0-9]{2}\s?)?$")
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)[\"'(]?$")
 
 
 def _is_year(text: str, m: re.Match[str], value: int) -> bool:
     if not 1000 <= value <= 2099:
         return False
-    if previous_word(text, m.start()).lower() in _YEAR_CUES:
+    before = previous_word(text, m.start()).lower()
+    if before in _YEAR_CUES or (before == "the" and 1900 <= value <= 2099):
         return True
     if (
         _SENTENCE_START.search(text, max(0, m.start() - 4), m.start())
@@ -193,6 +199,10 @@ def _number(m: re.Match[str], scan: Scan) -> list[Piece]:
             said = digits(n)
         elif (len(n) > 1 and n[0] == "0") or len(n) >= 10:
             said = digits(n)
+        elif len(n) >= 5 and not n.endswith("00"):
+            said = digits(n)  # "55555", "94103": codes; amounts are written "12,345" or round
+        elif _FLIGHT_BEFORE.search(text, max(0, m.start() - 12), m.start()):
+            said = pairs(n)  # "flight 405": four oh five
         elif _STREET_AFTER.match(text, m.end()):
             said = pairs(n)
         elif len(n) == 4 and _is_year(text, m, int(n)):
@@ -294,6 +304,13 @@ RULES = [
         _decade,
         "number",
         first=r"'\u2019\d",
+    ),
+    Rule(
+        "rating",
+        r"(?<![\w.,/])(?P<a>\d+\.\d)/(?P<b>5|10|100)(?![\w/]|[.,]\d)",
+        _rating,
+        "number",
+        first=r"\d",
     ),
     Rule(
         "mixed_fraction",

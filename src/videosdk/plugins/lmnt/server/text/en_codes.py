@@ -133,13 +133,16 @@ def _code(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 WEB_AND_PHONE_RULES = [
     Rule(
         "email",
-        r"(?<![\w.+-])[A-Za-z0-9][\w.+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])",
+        r"(?<![\w.+-])[A-Za-z0-9][\w.+-]{0,63}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+        r"\.[A-Za-z]{2,24}(?![\w-])",
         _email,
         first=r"A-Za-z0-9",
     ),
     Rule(
         "url",
-        r"(?<![\w@.])(?:(?:https?://|www\.)(?:[\w-]+\.)+[A-Za-z]{2,}|(?:[\w-]+\.)+(?:"
+        # labels bounded as DNS bounds them: no start in a long word scans to its end
+        r"(?<![\w@.])(?:(?:https?://|www\.)(?:[\w-]{1,63}\.){1,8}[A-Za-z]{2,24}"
+        r"|(?:[\w-]{1,63}\.){1,8}(?:"
         + _TLD
         + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?(?![\w-])",
         _url,

@@ -78,6 +78,7 @@ UNITS: dict[str, tuple[str, str]] = {
     "ft": ("foot", "feet"),
     "yd": ("yard", "yards"),
     "mph": ("mile per hour", "miles per hour"),
+    "mpg": ("mile per gallon", "miles per gallon"),
     "km/h": ("kilometer per hour", "kilometers per hour"),
     "kph": ("kilometer per hour", "kilometers per hour"),
     "m/s": ("meter per second", "meters per second"),

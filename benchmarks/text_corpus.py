@@ -68,7 +68,7 @@ def main() -> None:
             still_wrong.append(f"- {category}: {written!r} -> {after!r} (meant {spoken!r})")
 
     def rate(hit: int, total: int, available: bool = True) -> str:
-        return f"{hit}/{total} ({100 * hit / total:.0f} %)" if available else "-"
+        return f"{hit}/{total} ({100 * hit / total:.1f} %)" if available else "-"
 
     table_rows = []
     total = [0, 0, 0, 0, 0]

@@ -77,8 +77,14 @@ def _amount_words(
     return said
 
 
+_DECIMAL_COMMA = re.compile(r"\d+,\d\d")
+
+
 def _money(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     names = CURRENCIES[m["cur"]]
+    amount = m["amt"]
+    if m["cur"] == "€" and _DECIMAL_COMMA.fullmatch(amount):
+        amount = amount.replace(",", ".")  # "5,50 €": the euro countries' decimal comma
     if m["amt2"]:
         if m["scale"] and not m["scale2"]:
             return None
@@ -89,7 +95,7 @@ def _money(m: re.Match[str], scan: Scan) -> list[Piece] | None:
         said = f"{low} to {high}"
     else:
         single = adjectival(scan.text, m.start())
-        said = _amount_words(m["amt"], m["scale"], names, single)
+        said = _amount_words(amount, m["scale"], names, single)
     if m["neg"]:
         said = "minus " + said
     return [(m.start(), m.end(), said)]
@@ -249,6 +255,16 @@ def _percent(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(group), m.end(group), "percent")]
 
 
+def _ip_address(m: re.Match[str], scan: Scan) -> list[Piece]:
+    return [(m.start(), m.end(), " dot ".join(pairs(part) for part in m.group().split(".")))]
+
+
+def _height(m: re.Match[str], scan: Scan) -> list[Piece]:
+    inches = int(m["in"])
+    said = f"{cardinal(int(m['ft']))} foot" + (f" {cardinal(inches)}" if inches else "")
+    return [(m.start(), m.end(), said)]
+
+
 def _by(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), "by")]
 
@@ -291,7 +307,7 @@ RULES = [
     ),
     Rule(
         "money_after",
-        rf"(?<![\w.,])(?P<neg>-)?(?P<amt>{_AMOUNT})(?P<scale>{_SCALE})?\s?"
+        rf"(?<![\w.,])(?P<neg>-)?(?P<amt>\d+,\d\d(?=\s?€)|{_AMOUNT})(?P<scale>{_SCALE})?\s?"
         rf"(?P<cur>{_CODE_CURRENCY}|€|£)(?!\w)(?P<amt2>(?!))?(?P<scale2>(?!))?",
         _money,
         "money",
@@ -335,6 +351,18 @@ RULES = [
     ),
     *ID_RULES,
     *WORD_RULES,
+    Rule(
+        "ip_address",
+        r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.]|\.\d)",
+        _ip_address,
+        first=r"\d",
+    ),
+    Rule(
+        "height",
+        r"(?<![\w.])(?P<ft>[1-9])['\u2019\u2032](?P<in>\d|1[01])(?:\"|\u2033|'')?(?![\w])",
+        _height,
+        first=r"\d",
+    ),
     Rule(
         "number",
         r"(?:(?<![\w.])|(?<=\dx))(?:(?<![\w.,)\]%-])(?P<neg>[-\u2212]))?(?P<n>\d{1,3}(?:,\d{3})+(?:\.\d+)?"

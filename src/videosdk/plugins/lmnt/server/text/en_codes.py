@@ -60,7 +60,8 @@ def _email(m: re.Match[str], scan: Scan) -> list[Piece]:
 
 
 def _url(m: re.Match[str], scan: Scan) -> list[Piece]:
-    address = re.sub(r"^https?://", "", m.group(), flags=re.IGNORECASE)
+    # the scheme and the query string are not said: "example dot com slash pricing"
+    address = re.sub(r"^https?://", "", m.group().split("?", 1)[0], flags=re.IGNORECASE)
     return [(m.start(), m.end(), _say_address(address.rstrip("/")))]
 
 
@@ -142,9 +143,8 @@ WEB_AND_PHONE_RULES = [
         "url",
         # labels bounded as DNS bounds them: no start in a long word scans to its end
         r"(?<![\w@.])(?:(?:https?://|www\.)(?:[\w-]{1,63}\.){1,8}[A-Za-z]{2,24}"
-        r"|(?:[\w-]{1,63}\.){1,8}(?:"
-        + _TLD
-        + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?(?![\w-])",
+        r"|(?:[\w-]{1,63}\.){1,8}(?:" + _TLD + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?"
+        r"(?:\?[\w=&%+-]+(?:\.[\w=&%+-]+)*)?(?![\w-])",
         _url,
         first=r"\w",
     ),

@@ -179,6 +179,7 @@ _STREET_AFTER = re.compile(
     r"|Way|Ct|Court|Pl|Place|Pkwy|Parkway|Hwy|Highway|Ter|Terrace|Cir|Circle)\b"
 )
 _YEAR_FOLLOWS = re.compile(r"[\"')\]]*(?:$|[.,;:!?)])|\s+(?:was|is|saw|will|had|has|brought)\b")
+_QUARTER = re.compile(r"[qh][1-4]|fy|fiscal")
 _FLIGHT_BEFORE = re.compile(r"\b[Ff]light\s+(?:[A-Z0-9]{2}\s?)?$")
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)[\"'(]?$")
 
@@ -188,6 +189,8 @@ def _is_year(text: str, m: re.Match[str], value: int) -> bool:
         return False
     before = previous_word(text, m.start()).lower()
     if before in _YEAR_CUES or (before == "the" and 1900 <= value <= 2099):
+        return True
+    if _QUARTER.fullmatch(before):  # "Q1 2026", "FY 2027"
         return True
     if (
         _SENTENCE_START.search(text, max(0, m.start() - 4), m.start())

@@ -108,6 +108,7 @@ def _per(m: re.Match[str], scan: Scan) -> list[Piece]:
 # --- numbers -------------------------------------------------------------------------------------
 
 _DECADE_CUES = frozenset("the early late mid your my his her their our in".split())
+_DECADE_PREFIX = re.compile(r"\b(?:mid|early|late)-$", re.IGNORECASE)  # "the mid-80s"
 
 
 def _decade(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -123,6 +124,7 @@ def _decade(m: re.Match[str], scan: Scan) -> list[Piece] | None:
         and (
             m.group().startswith(("'", "\u2019"))
             or previous_word(scan.text, m.start()).lower().rstrip("-") in _DECADE_CUES
+            or _DECADE_PREFIX.search(scan.text, max(0, m.start() - 6), m.start()) is not None
         )
     ):
         said = cardinal(value)

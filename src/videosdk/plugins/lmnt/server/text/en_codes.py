@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from .normalize import Piece, Rule, Scan
-from .numbers_en import DIGIT_WORDS, cardinal, digits
+from .numbers_en import DIGIT_WORDS, cardinal, digits, pairs
 from .tables_en import US_STATES
 
 __all__ = ["ID_RULES", "WEB_AND_PHONE_RULES", "spell"]
@@ -94,7 +94,12 @@ def _number_word(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), "number" if m.group()[0] == "N" or m.group()[0] == "n" else "")]
 
 
-_ID_NEEDS_MARK = frozenset({"order", "customer", "member", "account", "case", "room"})
+_ID_NEEDS_MARK = frozenset(
+    {"order", "customer", "member", "account", "case", "room", "unit", "gate", "suite"}
+)
+
+
+_SAID_IN_PAIRS = frozenset({"room", "suite", "gate", "unit", "apartment", "apt."})
 
 
 def _id(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -105,7 +110,11 @@ def _id(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     cue = m["cue"]
     if not mark.strip() and (cue.lower() == "order" or (cue in _ID_NEEDS_MARK)):
         return None  # "order 100 units", "in case 200 come": counts, not ids
-    pieces = [(m.start("code"), m.end("code"), spell(code))]
+    if cue.lower() in _SAID_IN_PAIRS and code.isdigit():
+        said = pairs(code)  # "Room 204": two oh four
+    else:
+        said = spell(code)
+    pieces = [(m.start("code"), m.end("code"), said)]
     if m["mark"] and re.search(r"#|[Nn]o\.|[Nn]um\.", mark):
         pieces.append((m.start("mark"), m.end("mark"), "number"))
     return pieces
@@ -170,7 +179,8 @@ ID_RULES = [
         "id",
         r"\b(?P<cue>(?i:order|confirmation|tracking|reference|ref|account|invoice|ticket|booking"
         r"|policy|claim|case|transaction|member|customer|reservation|serial|PIN|zip|zip code"
-        r"|postal code|extension|ext\.|ending in|room))(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
+        r"|postal code|extension|ext\.|ending in|room|suite|gate|unit|apartment|apt\.))"
+        r"(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
         r"|code))?(?::|\sis)?\s?(?P<code>[A-Z0-9](?:[A-Z0-9-]*[A-Z0-9])?)(?![\w-])",
         _id,
         first=r"A-Za-z",

@@ -48,12 +48,32 @@ _SCALE = r"(?:\s(?:thousand|million|billion|trillion)\b|(?:k|K|m|M|mn|MM|b|B|bn|
 # --- money ----------------------------------------------------------------------------------------
 
 
-_ADJECTIVAL = re.compile(r"(?:^|\s)[Aa]n?\s+$")
+_ARTICLE_BEFORE = re.compile(r"(?:^|\s)[Aa]n?\s+$")
+_DETERMINER_BEFORE = re.compile(
+    r"(?:^|\s)(?:[Tt]he|[Yy]our|[Mm]y|[Oo]ur|[Tt]heir|[Hh]is|[Hh]er|[Tt]his|[Tt]hat|[Ee]ach|[Ee]very)\s+$"
+)
+# words that follow a measure without it being an adjective: "the 5 kg of rice", "the 5 km left"
+_NOT_A_NOUN = frozenset(
+    "of per in on at to for from and or with left remaining total each a an the is are was were "
+    "will would can could should may might ago away long wide tall high deep old later before "
+    "after over under more less than then so free max min up down off out into by now today "
+    "tonight tomorrow yet still behind ahead apart back extra or nor but if when".split()
+)
+_WORD_AFTER = re.compile(r"\s+([a-z]+)\b")
 
 
-def adjectival(text: str, start: int) -> bool:
-    """ "a 10 km run", "a $5 fee": a measure before a noun is said in the singular."""
-    return _ADJECTIVAL.search(text, max(0, start - 8), start) is not None
+def adjectival(text: str, start: int, end: int) -> bool:
+    """A measure before a noun is said in the singular: "a 10 km run", "the 5 kg box".
+
+    After "a"/"an" it always is; after "the", "your", "this"... only when a noun follows
+    ("your 10 GB plan" but "the 5 kg of rice").
+    """
+    if _ARTICLE_BEFORE.search(text, max(0, start - 8), start) is not None:
+        return True
+    if _DETERMINER_BEFORE.search(text, max(0, start - 8), start) is None:
+        return False
+    after = _WORD_AFTER.match(text, end)
+    return after is not None and after.group(1) not in _NOT_A_NOUN
 
 
 def _amount_words(
@@ -94,7 +114,7 @@ def _money(m: re.Match[str], scan: Scan) -> list[Piece] | None:
             low = number(m["amt"])  # "$5-10": five to ten dollars
         said = f"{low} to {high}"
     else:
-        single = adjectival(scan.text, m.start())
+        single = adjectival(scan.text, m.start(), m.end())
         said = _amount_words(amount, m["scale"], names, single)
     if m["neg"]:
         said = "minus " + said
@@ -179,6 +199,7 @@ _YEAR_CUES = frozenset(
 _STREET_AFTER = re.compile(
     r"\s+(?:[A-Z][a-z]+\s+){1,2}(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Ln|Lane|Dr|Drive"
     r"|Way|Ct|Court|Pl|Place|Pkwy|Parkway|Hwy|Highway|Ter|Terrace|Cir|Circle)\b"
+    r"|\s+Broadway\b"
 )
 _YEAR_FOLLOWS = re.compile(r"[\"')\]]*(?:$|[.,;:!?)])|\s+(?:was|is|saw|will|had|has|brought)\b")
 _QUARTER = re.compile(r"[qh][1-4]|fy|fiscal")
@@ -230,12 +251,15 @@ def _number(m: re.Match[str], scan: Scan) -> list[Piece]:
 _COUNT_BEFORE = re.compile(r"(-?[\d,]*\.?\d+)\s?$")
 
 
-def _count_before(text: str, end: int) -> str:
+def _count_before(text: str, end: int, unit_end: int) -> str:
     """The written number a unit follows; "1" when the measure is adjectival ("a 10 km run")."""
     found = _COUNT_BEFORE.search(text, max(0, end - 24), end)
     if found is None:
         return ""
-    return "1" if adjectival(text, found.start()) else found.group(1)
+    return "1" if adjectival(text, found.start(), unit_end) else found.group(1)
+
+
+_HOURS_BEFORE = re.compile(r"\d\s?(?:h|hr|hrs|hours?)\s*[\d.]+\s?$")
 
 
 def _unit(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -243,11 +267,14 @@ def _unit(m: re.Match[str], scan: Scan) -> list[Piece] | None:
         return None
     table = UNITS if m["u"] in UNITS else ATTACHED_ONLY_UNITS
     one, many = table[m["u"]]
-    return [(m.start("u"), m.end("u"), plural(_count_before(scan.text, m.start("u")), one, many))]
+    text, start = scan.text, m.start("u")
+    if m["u"] == "m" and _HOURS_BEFORE.search(text, max(0, start - 16), start):
+        one, many = "minute", "minutes"  # "5h 30m"
+    return [(start, m.end("u"), plural(_count_before(text, start, m.end("u")), one, many))]
 
 
 def _degree(m: re.Match[str], scan: Scan) -> list[Piece]:
-    count = _count_before(scan.text, m.start())
+    count = _count_before(scan.text, m.start(), m.end())
     said = plural(count, "degree", "degrees")
     scale = m["scale"] or m["scale2"]
     if scale:

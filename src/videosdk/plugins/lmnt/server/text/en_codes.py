@@ -84,6 +84,10 @@ def _phone(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), said)]
 
 
+def _star(m: re.Match[str], scan: Scan) -> list[Piece]:
+    return [(m.start(), m.end(), "star " + digits(m["n"]))]  # "*67": a phone service code
+
+
 def _hash(m: re.Match[str], scan: Scan) -> list[Piece]:
     n = m["n"]
     said = cardinal(int(n)) if len(n) <= 2 and n[0] != "0" else digits(n)
@@ -171,6 +175,7 @@ WEB_AND_PHONE_RULES = [
 ]
 
 ID_RULES = [
+    Rule("star_code", r"(?<![\w*])\*(?P<n>\d{2,3})(?!\w)", _star, first=r"*"),
     Rule("hash", r"(?<![\w&#])#\s?(?P<n>\d+)(?!\w)", _hash, first=r"#"),
     Rule(
         "number_abbreviation", r"\b(?:No|no|Nos|nos|Num|num)\.(?=\s?\d)", _number_word, first=r"Nn"

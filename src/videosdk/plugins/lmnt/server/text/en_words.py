@@ -117,8 +117,14 @@ def _symbol(m: re.Match[str], scan: Scan) -> list[Piece]:
         said = "hashtag"
     elif symbol == "<":
         said = "less than"
-    elif symbol == ">":
-        said = "greater than"
+    elif symbol.endswith(">"):
+        # "Settings > Privacy" is a path through menus; "5 > 3" a comparison
+        digit_near = (
+            text[m.start() - 1 : m.start()].isdigit() or text[m.end() + 1 : m.end() + 2].isdigit()
+        )
+        said = "greater than" if digit_near or not symbol.startswith(" ") else ","
+        if said != ",":
+            return [(m.end() - 1, m.end(), said)]
     elif symbol in "½¼¾⅓⅔⅛" and m.start() and text[m.start() - 1].isdigit():
         said = "and " + SYMBOLS[symbol].replace("one ", "a ", 1)
     else:
@@ -157,7 +163,7 @@ WORD_RULES = [
     ),
     Rule(
         "symbol",
-        rf"[{_SYMBOL_CHARS}]|#(?=[A-Za-z])|~(?=\s?\d)|(?<=\s)[<>](?=\s)",
+        rf"[{_SYMBOL_CHARS}]|#(?=[A-Za-z])|~(?=\s?\d)|(?<=\s)<(?=\s)|(?<=\S)\s>(?=\s)",
         _symbol,
     ),
 ]

@@ -25,7 +25,7 @@ from videosdk.plugins.lmnt.server.text import (
     normalize,
     register,
 )
-from videosdk.plugins.lmnt.server.text.en import _ENGLISH, RULES, spell
+from videosdk.plugins.lmnt.server.text.en import _ENGLISH, RULES, say_as, spell
 from videosdk.plugins.lmnt.server.text.tables_en import ABBREVIATIONS
 
 CORPUS = Path(__file__).parent / "data" / "text_corpus.tsv"
@@ -220,3 +220,24 @@ def test_cost_grows_linearly_with_hostile_text(unit: str) -> None:
     short = _cpu_seconds(unit * 500)
     long = _cpu_seconds(unit * 2000)
     assert long < 9 * max(short, 1e-4), (unit, short, long)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "said"),
+    [
+        ("characters", "AB12C", "AB one two C"),
+        ("spell-out", "xk-4", "XK, four"),
+        ("telephone", "555-123-4567", "five five five, one two three, four five six seven"),
+        ("digits", "4521", "four five two one"),
+        ("cardinal", "1,250", "one thousand two hundred fifty"),
+        ("ordinal", "21", "twenty-first"),
+        ("ordinal", "3rd", "third"),
+        ("date", "4/5/2026", "April fifth, twenty twenty-six"),
+        ("cardinal", "many", None),
+        ("date", "soon", None),
+        ("unknown-kind", "5", None),
+    ],
+)
+def test_say_as_reads_a_fragment_as_asked(kind: str, text: str, said: str | None) -> None:
+    """The building block for SSML ``say-as`` (the markup layer decides when to use it)."""
+    assert say_as(kind, text) == said

@@ -35,7 +35,7 @@ from .tables_en import (
     WEEKDAYS,
 )
 
-__all__ = ["RULES", "normalize_en", "spell"]
+__all__ = ["RULES", "normalize_en", "say_as", "spell"]
 
 
 _NUMERIC_KINDS = frozenset({"number", "money", "time"})
@@ -430,6 +430,37 @@ RULES = [
 ]
 
 _ENGLISH = RuleSet(RULES)
+
+
+_DIGIT_GROUPS = re.compile(r"\d+")
+_WHOLE_NUMBER = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_ORDINAL_TEXT = re.compile(r"(\d+)(?:st|nd|rd|th)?")
+
+
+def say_as(interpret_as: str, text: str) -> str | None:
+    """What to say for ``text`` read as SSML's ``say-as interpret-as`` asks, None when it cannot.
+
+    For the markup layer: "characters"/"spell-out" spell, "telephone" reads digit groups,
+    "digits" reads digits one by one, "cardinal"/"ordinal" read a number, "date" reads a date.
+    """
+    text = text.strip()
+    kind = interpret_as.strip().lower()
+    if kind in ("characters", "spell-out", "verbatim"):
+        return spell(text) if text.isascii() and text.replace("-", "").isalnum() else None
+    if kind == "telephone":
+        groups = _DIGIT_GROUPS.findall(text)
+        return ", ".join(digits(g) for g in groups) or None
+    if kind == "digits":
+        return digits(text) or None
+    if kind == "cardinal" and _WHOLE_NUMBER.fullmatch(text):
+        return number(text)
+    if kind == "ordinal":
+        found = _ORDINAL_TEXT.fullmatch(text)
+        return ordinal(int(found.group(1))) if found else None
+    if kind == "date":
+        said = _ENGLISH.apply(text)
+        return said.spoken if said.changed else None
+    return None
 
 
 def normalize_en(text: str) -> Normalized:

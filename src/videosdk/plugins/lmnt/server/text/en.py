@@ -163,6 +163,8 @@ def _fraction(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     if special:
         return [(m.start(), m.end(), special)]
     a, b = int(m["n"]), int(m["d"])
+    if a + b == 100 and a % 10 == 0 and b % 10 == 0:  # "80/20": eighty-twenty
+        return [(m.start(), m.end(), f"{cardinal(a)}-{cardinal(b)}")]
     if b == 0:
         return None
     if a < b and b in _COMMON_DENOMINATORS:
@@ -287,6 +289,10 @@ def _percent(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(group), m.end(group), "percent")]
 
 
+def _score(m: re.Match[str], scan: Scan) -> list[Piece]:
+    return [(m.start(), m.end(), f"{cardinal(int(m['a']))} to {cardinal(int(m['b']))}")]
+
+
 def _ip_address(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), " dot ".join(pairs(part) for part in m.group().split(".")))]
 
@@ -383,6 +389,12 @@ RULES = [
     ),
     *ID_RULES,
     *WORD_RULES,
+    Rule(
+        "score",  # "3:2", "16:9": a score or a ratio (a time has two digits after the colon)
+        r"(?<![\w:.])(?P<a>\d{1,2}):(?P<b>\d)(?![\w:]|[.,]\d)",
+        _score,
+        first=r"\d",
+    ),
     Rule(
         "ip_address",
         r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.]|\.\d)",

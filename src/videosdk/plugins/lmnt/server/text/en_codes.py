@@ -134,10 +134,16 @@ def _zip(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 _UNIT_LIKE = re.compile(r"\d+(?:GB|MB|KB|TB|GHz|MHz|kHz|Hz|AM|PM|K|M|B|BN|W|V|L|T)")
 
 
+_VANITY = re.compile(r"(?:1-)?8\d\d-[A-Z]{3,}")
+
+
 def _code(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     code = m.group()
     if _UNIT_LIKE.fullmatch(code):
         return None
+    if _VANITY.fullmatch(code):  # "1-800-FLOWERS": one, eight hundred, Flowers
+        *groups, word = code.split("-")
+        return [(m.start(), m.end(), ", ".join([*map(_digit_group, groups), word.capitalize()]))]
     head = code.split("-", 1)[0]
     if "-" in code and len(head) >= 4 and head.isalpha():  # "COVID-19": a name and a number
         return None
@@ -172,6 +178,13 @@ WEB_AND_PHONE_RULES = [
         "phone_intl", r"(?<![\w+])\+\d{1,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|[.,]\d)", _phone, first=r"+"
     ),
     Rule("phone_local", r"(?<![\w.,/$-])\d{3}-\d{4}(?![\w-]|[.,]\d)", _phone, first=r"\d"),
+    # card and account numbers written in groups of four: "4111 1111 1111 1111"
+    Rule(
+        "digit_groups",
+        r"(?<![\w.,])\d{4}(?:[ -]\d{4}){2,4}(?![\w-]|[.,]\d)",
+        _phone,
+        first=r"\d",
+    ),
 ]
 
 ID_RULES = [

@@ -39,6 +39,7 @@ _NUMERIC_KINDS = frozenset({"number", "money", "time"})
 # --- numbers -------------------------------------------------------------------------------------
 
 _DECADE_CUES = frozenset("the early late mid your my his her their our in".split())
+_OF_AFTER = re.compile(r"\s+of\b")
 _DECADE_PREFIX = re.compile(r"\b(?:mid|early|late)-$", re.IGNORECASE)  # "the mid-80s"
 
 
@@ -49,6 +50,8 @@ def _decade(m: re.Match[str], scan: Scan) -> list[Piece] | None:
         said = year(value)
     elif value in (100, 1000):
         said = cardinal(value).split()[-1]
+    elif value == 10 and _OF_AFTER.match(scan.text, m.end()):
+        said = "ten"  # "10s of thousands": tens of thousands
     elif (
         len(n) == 2
         and value >= 10

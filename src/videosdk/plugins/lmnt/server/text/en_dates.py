@@ -119,6 +119,25 @@ def _hour(h: int) -> str:
     return "zero" if h == 0 else cardinal(h)
 
 
+def _duration(hours: int, minutes: int, seconds: int) -> str:
+    parts = [
+        f"{cardinal(value)} {name}" + ("" if value == 1 else "s")
+        for value, name in ((hours, "hour"), (minutes, "minute"), (seconds, "second"))
+        if value
+    ]
+    if not parts:
+        return "zero seconds"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _compact_duration(m: re.Match[str], scan: Scan) -> list[Piece] | None:
+    """ "1h30m", "2h 15m", "5m30s": hours, minutes and seconds run together."""
+    values = [int(m[g]) if m[g] else 0 for g in ("h", "m", "s")]
+    if sum(1 for v in (m["h"], m["m"], m["s"]) if v) < 2:
+        return None
+    return [(m.start(), m.end(), _duration(*values))]
+
+
 def _clock(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     h, mi = int(m["h"]), int(m["m"])
     sec = int(m["s"]) if m["s"] else None
@@ -129,6 +148,10 @@ def _clock(m: re.Match[str], scan: Scan) -> list[Piece] | None:
             return None
         said = f"{cardinal(h)} minutes and {cardinal(mi)} second" + ("" if mi == 1 else "s")
         return [(m.start(), m.end("m"), said)]
+    if sec is not None and not m["ap"]:  # "1:30:00", "2:05:30": how long, not what time
+        return [(m.start(), m.end("s"), _duration(h, mi, sec))]
+    if h == 0 and len(m["h"]) == 1 and not m["ap"]:  # "0:45": forty-five seconds
+        return [(m.start(), m.end("m"), _duration(0, 0, mi))]
     if mi == 0 and not m["ap"]:
         # 24-hour times are said "seventeen hundred"; "00:00" is midnight
         said = "midnight" if h in (0, 24) else _hour(h) + (" hundred" if h > 12 else " o'clock")
@@ -213,6 +236,14 @@ DATE_RULES = [
 ]
 
 TIME_RULES = [
+    Rule(
+        "compact_duration",
+        r"(?<![\w.])(?:(?P<h>\d{1,3})\s?h(?:rs?)?\s?)?(?:(?P<m>\d{1,3})\s?m(?:in)?\s?)?"
+        r"(?:(?P<s>\d{1,3})\s?s(?:ec)?)?(?!\w)(?<=[hmnsc])",
+        _compact_duration,
+        "time",
+        first=r"\d",
+    ),
     Rule(
         "clock",
         r"(?<![\w.:$/])(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?(?:\s?" + _AP + r")?(?![\d:])",

@@ -95,9 +95,12 @@ def _hash(m: re.Match[str], scan: Scan) -> list[Piece]:
 
 
 def _number_word(m: re.Match[str], scan: Scan) -> list[Piece]:
-    return [(m.start(), m.end(), "number" if m.group()[0] == "N" or m.group()[0] == "n" else "")]
+    """ "No. 5": number five ("Nos. 5-7": numbers)."""
+    return [(m.start(), m.end(), "numbers" if m.group().lower() == "nos." else "number")]
 
 
+# cues that are ordinary words in lower case ("order 100 units", "in case 200 come"): an id
+# only with a mark ("order #", "order number:") or capitalised ("Case 5567", "Room 204")
 _ID_NEEDS_MARK = frozenset(
     {"order", "customer", "member", "account", "case", "room", "unit", "gate", "suite"}
 )
@@ -113,7 +116,7 @@ def _id(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     mark = m["mark"] or ""
     cue = m["cue"]
     if not mark.strip() and (cue.lower() == "order" or (cue in _ID_NEEDS_MARK)):
-        return None  # "order 100 units", "in case 200 come": counts, not ids
+        return None
     if cue.lower() in _SAID_IN_PAIRS and code.isdigit():
         said = pairs(code)  # "Room 204": two oh four
     else:

@@ -149,16 +149,16 @@ class Scan:
         return self.last_end >= 0 and not self.text[self.last_end : start].strip()
 
 
-# The first character of a position picks the rules tried there; a rule is in every class its
-# ``first`` characters meet (or in all, without ``first``).  Trying 8 rules instead of 45 at
-# each word start is what keeps a sentence well under a millisecond.
-# every other character a rule could start with: ASCII punctuation, Latin-1 signs, dashes,
-# quotes, currency, letterlike symbols (℃), number forms (⅓), arrows and maths
+# Every other character a rule could start with: ASCII punctuation, Latin-1 signs, dashes,
+# quotes, currency, letterlike symbols (℃), number forms (⅓), arrows and maths.
 _OTHER_SAMPLE = "".join(
     chr(c)
     for c in (*range(0x21, 0x7F), *range(0xA0, 0x250), *range(0x2010, 0x2300))
     if not chr(c).isalnum() or chr(c) in "½¼¾⅓⅔⅛"
 )
+# The first character of a position picks the rules tried there; a rule is in every class its
+# ``first`` characters meet (or in all, without ``first``).  Trying about 8 rules instead of 45
+# at each word start is what keeps a sentence well under a millisecond.
 _CLASSES = (
     ("d", r"\d", "0123456789"),
     ("u", "A-Z", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),

@@ -200,7 +200,7 @@ ID_RULES = [
         "id",
         r"\b(?P<cue>(?i:order|confirmation|tracking|reference|ref|account|invoice|ticket|booking"
         r"|policy|claim|case|transaction|member|customer|reservation|serial|PIN|zip|zip code"
-        r"|postal code|extension|ext\.|ending in|room|suite|gate|unit|apartment|apt\.))"
+        r"|postal code|extension|ext\.?|ending in|room|suite|gate|unit|apartment|apt\.))"
         r"(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
         r"|code))?(?::|\sis)?\s?(?P<code>[A-Z0-9](?:[A-Z0-9-]*[A-Z0-9])?)(?![\w-])",
         _id,

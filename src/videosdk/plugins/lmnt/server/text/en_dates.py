@@ -107,10 +107,21 @@ def _date_dash(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     return [(m.start("d"), m.end("d"), "to"), (m.start("day"), m.end(), ordinal(day))]
 
 
+_TIME_ZONE_AFTER = re.compile(
+    r"\s+(?:Eastern|Central|Mountain|Pacific|Atlantic|Alaska|Hawaii|GMT|UTC|BST|CET|CEST|IST"
+    r"|[ECMPA][SD]?T)\b"
+)
+
+
 def _meridiem(m: re.Match[str], scan: Scan) -> Piece:
     written = m["ap"]
     said = "AM" if written[0] in "aA" else "PM"
-    if written.endswith(".") and sentence_ends_after(scan.text, m.end("ap")):
+    end = m.end("ap")
+    if (
+        written.endswith(".")
+        and sentence_ends_after(scan.text, end)
+        and not _TIME_ZONE_AFTER.match(scan.text, end)
+    ):
         said += "."
     return (m.start("ap"), m.end("ap"), said)
 

@@ -26,7 +26,7 @@ from _common import REPO, ensure_package, table
 
 ensure_package()
 
-from videosdk.plugins.lmnt.server.text import normalize
+from lmnt_local.server.text import normalize
 
 CORPUS = REPO / "tests" / "data" / "text_corpus.tsv"
 _NOT_SOUND = re.compile("[\\s\u02c8\u02cc\u02b2.,;:!?\"'()\\-\u2014\u2013]+")  # stress, pauses

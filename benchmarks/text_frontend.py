@@ -24,7 +24,7 @@ from _common import REPO, cpu_count_note, ensure_package, percentile, table
 
 ensure_package()
 
-from videosdk.plugins.lmnt.server.text import normalize
+from lmnt_local.server.text import normalize
 
 CORPUS = REPO / "tests" / "data" / "text_corpus.tsv"
 

@@ -14,7 +14,7 @@ from lmnt_local.server.text.en_codes import ID_RULES, WEB_AND_PHONE_RULES, spell
 from lmnt_local.server.text.en_dates import DATE_RULES, TIME_RULES, month_name, previous_word
 from lmnt_local.server.text.en_money import MONEY_RULES, adjectival
 from lmnt_local.server.text.en_words import WORD_RULES
-from lmnt_local.server.text.normalize import (
+from lmnt_local.server.text.normalizer import (
     Normalized,
     Piece,
     Rule,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from lmnt_local.server.text.normalize import Piece, Rule, Scan
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan
 from lmnt_local.server.text.numbers_en import DIGIT_WORDS, cardinal, digits, pairs
 from lmnt_local.server.text.tables_en import US_STATES
 

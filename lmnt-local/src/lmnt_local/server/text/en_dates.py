@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from lmnt_local.server.text.normalize import Piece, Rule, Scan
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan
 from lmnt_local.server.text.numbers_en import cardinal, ordinal, year
 from lmnt_local.server.text.tables_en import MONTHS, WEEKDAYS
 

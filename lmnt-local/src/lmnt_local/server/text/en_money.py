@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from lmnt_local.server.text.normalize import Piece, Rule, Scan, alternation
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan, alternation
 from lmnt_local.server.text.numbers_en import cardinal, decimal, number
 from lmnt_local.server.text.tables_en import CURRENCIES, PER, SCALES
 

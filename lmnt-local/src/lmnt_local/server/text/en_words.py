@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from lmnt_local.server.text.en_dates import previous_word, sentence_ends_after
-from lmnt_local.server.text.normalize import Piece, Rule, Scan, alternation
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan, alternation
 from lmnt_local.server.text.numbers_en import cardinal, ordinal
 from lmnt_local.server.text.tables_en import (
     ABBREVIATIONS,

@@ -14,29 +14,18 @@ beside the figures: on a shared machine they are only as quiet as it was.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, cpu_count_note, ensure_package, percentile, table
+from _common import REPO, cpu_count_note, cpu_model, ensure_package, percentile, table
 
 ensure_package()
 
 from lmnt_local.server.text import normalize
 
 CORPUS = REPO / "tests" / "data" / "text_corpus.tsv"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def sentences() -> list[str]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, cpu_count_note, cpu_model, ensure_package, percentile, table
+from _common import REPO, cpu_model, ensure_package, load_note, percentile, table
 
 ensure_package()
 
@@ -81,7 +81,8 @@ def main() -> None:
                     f"{max(samples):.0f}",
                 ]
             )
-    print(f"# Text front-end: normalize() per sentence\n\n{cpu_model()}; {cpu_count_note()}\n")
+    print(f"# Text front-end: normalize() per sentence\n")
+    print(f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}\n")
     headers = [
         "set",
         "clock",

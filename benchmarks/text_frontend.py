@@ -81,7 +81,7 @@ def main() -> None:
                     f"{max(samples):.0f}",
                 ]
             )
-    print(f"# Text front-end: normalize() per sentence\n")
+    print("# Text front-end: normalize() per sentence\n")
     print(f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}\n")
     headers = [
         "set",

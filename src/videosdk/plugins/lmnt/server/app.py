@@ -32,6 +32,7 @@ from .limits import KeyLimits, LimitsConfig
 from .logs import request_id
 from .metrics import ServerMetrics
 from .observe import ServerHooks
+from .openai_api import OpenAIRoutes
 from .playground import add_playground
 from .record import SessionRecord
 from .session import Session
@@ -164,6 +165,16 @@ class LocalLMNTServer:
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(
             self.engine, self.config, self.api_keys, encoders=self._encoders, accounts=self.accounts
+        ).add_to(app)
+        OpenAIRoutes(
+            self.engine,
+            self.config,
+            self.api_keys,
+            encoders=self._encoders,
+            usage=self.accounts.add_usage,
+            limits=self.limits,
+            metrics=self.metrics,
+            health=self.health,
         ).add_to(app)
         add_playground(app, key_required=self.api_keys is not None)
         self.health.add_to(app)

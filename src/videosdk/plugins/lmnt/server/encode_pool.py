@@ -1,4 +1,4 @@
-"""Codec work (mp3, webm, aac) off the event loop, in worker processes, shared fairly.
+"""Codec work (mp3, webm, aac, ogg, flac) off the event loop, in worker processes, shared fairly.
 
 An mp3 frame costs LAME far more than a WebSocket write, and with tens of sessions encoding on
 the loop thread, health checks and new sessions waited seconds.  Threads do not fix that:
@@ -42,7 +42,7 @@ __all__ = ["HEAVY_FORMATS", "EncoderPool", "RemoteEncoder"]
 log = logging.getLogger("videosdk.plugins.lmnt.server")
 
 #: Formats whose encoders run in the worker processes.
-HEAVY_FORMATS: Final = frozenset(("mp3", "webm", "aac"))
+HEAVY_FORMATS: Final = frozenset(("mp3", "webm", "aac", "ogg_opus", "flac"))
 _SLICE_SECONDS: Final = 0.2
 
 # -- the worker side: encoders by key, one dict per worker process -----------------------------

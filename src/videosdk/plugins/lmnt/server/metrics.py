@@ -35,7 +35,6 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The HTTP speech routes, LMNT's and OpenAI's: the only values of the ``endpoint`` label (any
 #: other path is never metered, so a scanner's random paths cannot grow the label set).
 SPEECH_ENDPOINTS: Final = frozenset(("/v1/ai/speech/bytes", "/v1/ai/speech", "/v1/audio/speech"))
-_METER_KEY: Final = "lmnt_speech_meter"
 
 
 def key_label(key: str) -> str:
@@ -180,10 +179,13 @@ class SpeechMeter:
         self._metrics.http_requests.labels(self._endpoint, str(status)).inc()
 
 
+_METER_KEY: Final = web.RequestKey("lmnt_speech_meter", SpeechMeter)
+
+
 def meter_of(request: web.Request) -> SpeechMeter:
     """The request's meter, or one that records nothing (routes mounted without the server)."""
     meter = request.get(_METER_KEY)
-    return meter if isinstance(meter, SpeechMeter) else SpeechMeter(None, "")
+    return meter if meter is not None else SpeechMeter(None, "")
 
 
 def mark_process_dead(pid: int) -> None:

@@ -497,7 +497,7 @@ def make_encoder(fmt: str, sample_rate: int) -> Encoder:
     """An encoder for ``fmt`` at ``sample_rate``; ``ValueError`` for unknown formats or rates
     the codec cannot take (LMNT itself only offers 8000, 16000 and 24000)."""
     if fmt not in ENCODER_FORMATS:
-        raise ValueError(f"unknown audio format {fmt!r}; expected one of {list(HTTP_FORMATS)}")
+        raise ValueError(f"unknown audio format {fmt!r}; expected one of {list(ENCODER_FORMATS)}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if fmt in ("pcm_s16le", "raw"):

@@ -45,7 +45,7 @@ from .cli_common import _reason as _reason
 from .cli_common import _ws_url as _ws_url
 from .cli_say import PROGRESS_CHARS as PROGRESS_CHARS
 from .cli_say import _say
-from .cli_serve import add_serve_options, serve
+from .cli_serve import add_serve_options, exit_now, serve
 from .cli_speak import CHUNK_CHARS as CHUNK_CHARS
 from .cli_speak import TRACK_RATE as TRACK_RATE
 from .cli_speak import TURN_CHARS as TURN_CHARS
@@ -343,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    if argv is None and args.command == "serve":
+        # The program (not an in-process call) has stopped its server: exit now rather than
+        # spend 0.3-1 s unloading the framework, codecs and model (docs/cli.md, SIGTERM).
+        exit_now(code)
     return code
 
 

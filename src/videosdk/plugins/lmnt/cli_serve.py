@@ -15,11 +15,11 @@ import logging
 import os
 import ssl
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from .server.config import ServerConfig
 
-__all__ = ["add_serve_options", "serve"]
+__all__ = ["add_serve_options", "exit_now", "serve"]
 
 _KEYS_ENV = "_LMNT_WORKER_API_KEYS"  # how the supervisor hands --api-key values to workers
 
@@ -227,17 +227,22 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
         )
     await serve_until_signalled(server, drain_timeout=args.drain_timeout, on_stopping=stopping)
     if worker:
-        _exit_now(cli.EXIT_OK)
+        exit_now(cli.EXIT_OK)
     return cli.EXIT_OK
 
 
-def _exit_now(code: int) -> None:
-    """A worker that has drained and stopped exits without tearing the interpreter down.
+def exit_now(code: int) -> NoReturn:
+    """A server process that has drained and stopped exits without tearing the interpreter down.
 
-    Its supervisor waits for every worker before it exits itself, and unloading the framework
-    and codec modules takes the better part of a second on a loaded machine; nothing of the
-    worker's is left to finalize once its server has stopped (logs and pipes are flushed here).
+    Unloading the framework, codec and model modules takes the better part of a second on a
+    loaded machine (a supervisor waits for that in every worker, then pays it again itself);
+    nothing is left to finalize once the server has stopped (logs and pipes are flushed here,
+    and the encoding processes end when their pipe closes).
     """
+    if "videosdk.plugins.lmnt.server.encode_pool" in sys.modules:
+        from .server.encode_pool import terminate_workers
+
+        terminate_workers()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

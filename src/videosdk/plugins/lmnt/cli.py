@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = asyncio.run(handlers[args.command](args))
     except CLIError as exc:
-        _note(str(exc))
+        _note(str(exc), logging.ERROR)
         return exc.code
     except KeyboardInterrupt:
         _note("interrupted")  # no WAV was written (see _Output)

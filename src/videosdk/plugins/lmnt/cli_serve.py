@@ -162,6 +162,10 @@ async def serve(args: argparse.Namespace) -> int:
         from .server.logs import configure_json_logs
 
         configure_json_logs(logging.DEBUG if args.verbose else logging.INFO)
+    elif not args.verbose:  # -v has configured debug logs already
+        from .server.logs import configure_text_logs
+
+        configure_text_logs(logging.WARNING)
     ctx = None
     if args.tls_cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -216,16 +220,23 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
             cli._note("stopping")
 
     ws_url, http_url = cli._reachable_urls(server, args.host)
-    print(f"LMNT-compatible server on {ws_url}", flush=True)
-    print(f"HTTP endpoints on {http_url}", flush=True)
-    print(f"Playground on {http_url}/", flush=True)
-    if not worker:
-        keys = f"{len(server.api_keys)} API key(s)" if server.api_keys else "any non-empty API key"
-        cli._note(
-            f"engine {cli._describe_engine(engine)}, accepting {keys}; point an agent at it with "
-            f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
-        )
-    await serve_until_signalled(server, drain_timeout=args.drain_timeout, on_stopping=stopping)
+
+    def ready() -> None:  # once SIGTERM drains: a script may send it as soon as it reads this
+        print(f"LMNT-compatible server on {ws_url}", flush=True)
+        print(f"HTTP endpoints on {http_url}", flush=True)
+        print(f"Playground on {http_url}/", flush=True)
+        if not worker:
+            keys = "any non-empty API key"
+            if server.api_keys:
+                keys = f"{len(server.api_keys)} API key(s)"
+            cli._note(
+                f"engine {cli._describe_engine(engine)}, accepting {keys}; point an agent at it "
+                f"with LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
+            )
+
+    await serve_until_signalled(
+        server, drain_timeout=args.drain_timeout, on_stopping=stopping, on_ready=ready
+    )
     if worker:
         exit_now(cli.EXIT_OK)
     return cli.EXIT_OK
@@ -306,15 +317,18 @@ async def _supervise(args: argparse.Namespace) -> int:
             raise cli.CLIError(f"cannot start the workers: {exc}") from None
         ws_url = lines[0].split()[-1]
         http_url = "http" + ws_url.removeprefix("ws").split("/v1/", 1)[0]
-        print(f"LMNT-compatible server on {ws_url}", flush=True)
-        print(f"HTTP endpoints on {http_url}", flush=True)
-        print(f"Playground on {http_url}/", flush=True)
-        keys = f"{len(args.api_keys)} API key(s)" if args.api_keys else "any non-empty API key"
-        cli._note(
-            f"{args.workers} workers (engine {args.engine}), accepting {keys}; "
-            f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops them"
-        )
-        code = await supervisor.run()
+
+        def ready() -> None:  # once the signal handlers are in place
+            print(f"LMNT-compatible server on {ws_url}", flush=True)
+            print(f"HTTP endpoints on {http_url}", flush=True)
+            print(f"Playground on {http_url}/", flush=True)
+            keys = f"{len(args.api_keys)} API key(s)" if args.api_keys else "any non-empty API key"
+            cli._note(
+                f"{args.workers} workers (engine {args.engine}), accepting {keys}; "
+                f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops them"
+            )
+
+        code = await supervisor.run(on_ready=ready)
         cli._note("stopping")
         await asyncio.sleep(0)
         return code

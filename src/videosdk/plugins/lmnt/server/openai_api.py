@@ -390,7 +390,7 @@ class OpenAIRoutes:
             first = await anext(pieces, b"")  # nothing sent yet: a failure is still a 500
         except Exception:
             log.exception("synthesis failed (OpenAI speech request)")
-            meter.fail("server_error")
+            meter.fail("internal_server_error")
             return OpenAIError(
                 500, "Speech synthesis failed on the server.", type="server_error"
             ).response()
@@ -420,7 +420,7 @@ class OpenAIRoutes:
             # Headers are out: cut the connection so the client sees a broken transfer, not
             # a short file it would take for the whole answer.
             log.exception("synthesis failed mid-stream (OpenAI speech request)")
-            meter.fail("server_error")
+            meter.fail("internal_server_error")
             if request.transport is not None:
                 request.transport.abort()
         return response

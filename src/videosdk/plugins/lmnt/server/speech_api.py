@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol import InitError, InitRequest, has_lone_surrogate, is_typed, parse_init
-from .api_errors import ApiError, api_version, refusal, request_id
+from .api_errors import ApiError, api_version, error_response, refusal, request_id
 from .config import ServerConfig, speech_units
 from .encode_pool import EncoderPool
 from .encoding import HTTP_FORMATS, content_type
@@ -28,6 +29,8 @@ from .stream import StreamEncoder
 from .voice_ids import known_voice, unknown_voice_message
 
 __all__ = ["SpeechRoutes", "engine_pcm"]
+
+log = logging.getLogger("videosdk.plugins.lmnt.server")
 
 #: On HTTP, LMNT answered ``format=raw`` with an MP3 stream (measured, protocol notes section 8),
 #: and clients came to depend on it: LiveKit's plugin decodes ``raw`` replies as a container.
@@ -145,6 +148,13 @@ class SpeechRoutes:
             await response.write_eof()
         except ConnectionError:
             pass  # the client hung up mid-stream: stop synthesizing for nobody
+        except Exception:
+            # Headers are out: cut the connection so the client sees a broken transfer, not a
+            # short file it would take for the whole answer.
+            log.exception("synthesis failed (HTTP speech request)")
+            meter.fail("internal_server_error")
+            if request.transport is not None:
+                request.transport.abort()
         # No encoder.close() here: a pool thread may still be inside the codec when the handler
         # is cancelled; the encoder's finalizer frees it once that thread lets go.
         return response
@@ -168,8 +178,15 @@ class SpeechRoutes:
             return exc.response(request)
         words: list[_Word] = []
         audio = bytearray()
-        async for data in self._audio(parsed, encoder, words):
-            audio += data
+        try:
+            async for data in self._audio(parsed, encoder, words):
+                audio += data
+        except Exception:
+            log.exception("synthesis failed (HTTP speech request)")
+            meter.fail("internal_server_error")
+            return error_response(
+                request, 500, "internal_server_error", "speech synthesis failed on the server"
+            )
         body: dict[str, Any] = {"audio": base64.b64encode(bytes(audio)).decode("ascii")}
         spans = [w.to_json() for w in words]
         if is_typed(api_version(request)):

@@ -182,7 +182,7 @@ async def serve(args: argparse.Namespace) -> int:
         for directory in args.voice_dirs:  # one clear error, not N failed workers (as the
             if not directory.is_dir():  # engine says it; Piper itself is not imported here)
                 raise cli.CLIError(f"Piper voice directory {str(directory)!r} does not exist")
-        return await _supervise(args)
+        return await _supervise(args, limits)
     return await _serve_one(args, ctx, limits)
 
 
@@ -261,7 +261,7 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-async def _supervise(args: argparse.Namespace) -> int:
+async def _supervise(args: argparse.Namespace, limits: Any) -> int:
     from . import cli
     from .server.engines.base import INFERENCE_THREADS_ENV
     from .server.workers import Supervisor, default_workers, reserve_port, worker_command
@@ -322,7 +322,8 @@ async def _supervise(args: argparse.Namespace) -> int:
             print(f"LMNT-compatible server on {ws_url}", flush=True)
             print(f"HTTP endpoints on {http_url}", flush=True)
             print(f"Playground on {http_url}/", flush=True)
-            keys = f"{len(args.api_keys)} API key(s)" if args.api_keys else "any non-empty API key"
+            accepted = set(args.api_keys) | set(limits.allowed_keys or ())
+            keys = f"{len(accepted)} API key(s)" if accepted else "any non-empty API key"
             cli._note(
                 f"{args.workers} workers (engine {args.engine}), accepting {keys}; "
                 f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops them"

@@ -55,7 +55,8 @@ class LocalLMNTServer:
 
     Use as ``async with LocalLMNTServer(...) as srv`` or ``await srv.start()`` /
     ``await srv.stop()``.  ``api_keys``: when non-empty, only these keys are accepted; when
-    empty or None, any non-empty key is.  ``sessions`` lists one :class:`SessionRecord` per
+    empty or None, any non-empty key is (an allow-list in ``limits`` adds its keys and makes
+    the set closed, see :mod:`.limits`).  ``sessions`` lists one :class:`SessionRecord` per
     WebSocket connection in order of arrival (the latest ``config.max_session_records``);
     ``faults`` may be replaced at any time and applies to connections made afterwards.
     ``accounts`` holds what the server counts per key (usage, starred voices, voice edits).
@@ -77,7 +78,11 @@ class LocalLMNTServer:
         self.engine: SpeechEngine = engine if engine is not None else default_engine()
         self.host = host
         self.ssl_context = ssl_context
-        self.api_keys = frozenset(api_keys) if api_keys else None
+        #: Per-key session and character limits (none unless configured).
+        self.limits = KeyLimits(limits)
+        listed = self.limits.config.allowed_keys  # an allow-list: its keys and api_keys only
+        accepted = set(api_keys or ()) | set(listed or ())
+        self.api_keys = frozenset(accepted) if accepted else None
         self.config = config or ServerConfig()
         self.faults = faults or Faults()
         self.sessions: list[SessionRecord] = []
@@ -90,8 +95,6 @@ class LocalLMNTServer:
         self.accounts = AccountBook(self.config.max_tracked_keys)
         self._encoders = EncoderPool()
         self._reuse_port = reuse_port
-        #: Per-key session and character limits (none unless configured).
-        self.limits = KeyLimits(limits)
         #: Prometheus instruments, served on ``/metrics``.
         self.metrics = ServerMetrics()
         #: Readiness (``/readyz``): false until the engine is loaded and from a drain on.

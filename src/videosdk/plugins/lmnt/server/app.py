@@ -123,6 +123,12 @@ class LocalLMNTServer:
         return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     @property
+    def ready(self) -> bool:
+        """True once ``start()`` has loaded the engine, until a drain or stop begins: what
+        ``GET /readyz`` answers, for an application embedding the server."""
+        return self._runner is not None and self.health.ready
+
+    @property
     def ws_url(self) -> str:
         """The streaming endpoint, ``ws://`` or ``wss://``."""
         return "ws" + self.http_url.removeprefix("http") + STREAM_PATH

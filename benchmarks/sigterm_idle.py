@@ -3,7 +3,8 @@
 Run from the repository root::
 
     python benchmarks/sigterm_idle.py                     # 5 runs per configuration
-    python benchmarks/sigterm_idle.py --runs 10 --src /tmp/old/src   # another checkout
+    git archive 10882af src | tar -x -C /tmp/old          # before the fix (one src/ then) ...
+    python benchmarks/sigterm_idle.py --src /tmp/old/src --module videosdk.plugins.lmnt.cli
 
 Each run starts ``lmnt-local serve --port 0`` (tone with 1 and 2 workers, and the default
 engine), waits for its URL and one more second (idle: encoding processes started, nothing in
@@ -27,10 +28,16 @@ from pathlib import Path
 from _common import load_note, table
 
 ROOT = Path(__file__).resolve().parent.parent
-UNLOAD = (
-    "import sys, videosdk.plugins.lmnt.cli, videosdk.plugins.lmnt.server.app\n"
-    "print('ready', flush=True)\nsys.stdin.readline()\n"
-)
+UNLOAD = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+try:
+    import lmnt_local.server.app
+except ImportError:  # a checkout from before the split
+    import videosdk.plugins.lmnt.server.app
+print("ready", flush=True)
+sys.stdin.readline()
+"""
 
 
 def cpu_model() -> str:
@@ -74,15 +81,23 @@ def once(argv: list[str], env: dict[str, str], by_signal: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--src", type=Path, default=ROOT / "src")
+    parser.add_argument(
+        "--src",
+        default=os.pathsep.join((str(ROOT / "lmnt-local" / "src"), str(ROOT / "src"))),
+        help="PYTHONPATH of the checkout to measure (default: this one)",
+    )
+    parser.add_argument("--module", default="lmnt_local.cli.app", help="what -m runs")
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(args.src)}
-    serve = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": args.src}
+    serve = [sys.executable, "-m", args.module, "serve", "--port", "0"]
     configs = {
         "serve --engine tone --workers 1": ([*serve, "--engine", "tone", "--workers", "1"], True),
         "serve --engine tone --workers 2": ([*serve, "--engine", "tone", "--workers", "2"], True),
         "serve (default engine)": (serve, True),
-        "baseline: import the same modules, exit normally": ([sys.executable, "-c", UNLOAD], False),
+        "baseline: import the same modules, exit normally": (
+            [sys.executable, "-c", UNLOAD, args.module],
+            False,
+        ),
     }
     rows = []
     for name, (argv, by_signal) in configs.items():

@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
 
 pytestmark = pytest.mark.asyncio
 

@@ -23,7 +23,7 @@ import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from videosdk.plugins.lmnt.cli import _build_parser
+from lmnt_local.cli.app import _build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

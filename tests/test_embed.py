@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ThreadedLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ThreadedLMNTServer, ToneEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "local-server.md"

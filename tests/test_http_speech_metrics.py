@@ -12,8 +12,8 @@ from collections import defaultdict
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.limits import KeyLimit, LimitsConfig
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.ops.limits import KeyLimit, LimitsConfig
 
 KEY = "sk-metrics-key-7f3a9"
 TIGHT = "sk-metrics-tight-0c1d"

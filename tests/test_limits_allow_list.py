@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.limits import LimitsConfig
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.ops.limits import LimitsConfig
 
 LISTED = "sk-team-a-5e1f"
 EXTRA = "sk-cli-given-9b2c"
@@ -97,7 +97,7 @@ def _start(argv: list[str]) -> subprocess.Popen[str]:
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 async def test_serve_limits_file_is_the_allow_list(tmp_path: Path) -> None:
     path = _file(tmp_path, ALLOW_LIST)
-    argv = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--port", "0"]
+    argv = [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0"]
     argv += ["--engine", "tone", "--workers", "1", "--limits", str(path)]
     proc = _start(argv)
     try:

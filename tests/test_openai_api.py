@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.engines import EngineChunk
-from videosdk.plugins.lmnt.server.limits import KeyLimit, LimitsConfig
-from videosdk.plugins.lmnt.server.openai_api import FORMATS, MODELS, VOICES
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.api.openai import FORMATS, MODELS, VOICES
+from lmnt_local.server.engines import EngineChunk
+from lmnt_local.server.ops.limits import KeyLimit, LimitsConfig
 
 from audio_helpers import estimate_pitch, pitch_track
 
@@ -174,7 +174,7 @@ async def test_instructions_and_voice_forms_are_accepted(server: LocalLMNTServer
 
 
 async def test_openai_voices_keep_their_gender_with_espeak() -> None:
-    espeak = pytest.importorskip("videosdk.plugins.lmnt.server.espeak")
+    espeak = pytest.importorskip("lmnt_local.server.engines.espeak")
     if not espeak.EspeakEngine.available():
         pytest.skip("no libespeak-ng on this machine")
     text = "The quick brown fox jumps over the lazy dog."

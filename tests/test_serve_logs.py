@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 #: ``lmnt-local`` whose tone engine fails on any text with "boom" in it.
 FAILING = """
 import sys
-from videosdk.plugins.lmnt.server.engines import tone
+from lmnt_local.server.engines import tone
 
 speak = tone.ToneEngine.synthesize
 
@@ -33,7 +33,7 @@ async def synthesize(self, text, **kwargs):
         yield chunk
 
 tone.ToneEngine.synthesize = synthesize
-from videosdk.plugins.lmnt.cli import main
+from lmnt_local.cli import main
 sys.exit(main())
 """
 INIT = {"X-API-Key": "any-key", "voice": "ava", "format": "pcm_s16le", "sample_rate": 24000}

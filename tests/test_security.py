@@ -36,7 +36,7 @@ from videosdk.agents.tts.fallback_tts import FallbackTTS
 
 from lmnt_local.protocol import SessionOptions
 from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
-from lmnt_local.server import session as server_session
+from lmnt_local.server.api import session as server_session
 from videosdk.plugins.lmnt import (
     LMNTTTS,
     LMNTConnectionError,
@@ -521,7 +521,7 @@ async def test_local_server_binds_loopback_by_default() -> None:
 
 
 def test_cli_serves_on_loopback_by_default() -> None:
-    from videosdk.plugins.lmnt import cli
+    from lmnt_local.cli import app as cli
 
     args = cli._build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"

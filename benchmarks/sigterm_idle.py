@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import load_note, table
+from _common import cpu_model, load_note, table
 
 ROOT = Path(__file__).resolve().parent.parent
 UNLOAD = """
@@ -38,16 +37,6 @@ except ImportError:  # a checkout from before the split
 print("ready", flush=True)
 sys.stdin.readline()
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def once(argv: list[str], env: dict[str, str], by_signal: bool) -> float:
@@ -103,7 +92,7 @@ def main() -> None:
     for name, (argv, by_signal) in configs.items():
         times = [once(argv, env, by_signal) for _ in range(max(1, min(args.runs, 50)))]
         rows.append((name, f"{statistics.median(times):.3f}", f"{max(times):.3f}", len(times)))
-    print(f"{cpu_model()}, {os.cpu_count()} cores, {load_note()}\n")
+    print(f"{cpu_model()}, {load_note()}\n")
     print(table(("SIGTERM to exit (idle)", "median s", "worst s", "runs"), rows))
 
 

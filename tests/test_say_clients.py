@@ -209,6 +209,33 @@ async def test_a_failure_mid_stream_keeps_the_audio_received(
     assert _names(tmp_path) == ["x.wav"], "no temporary file left"
 
 
+async def test_a_later_turn_failing_keeps_the_earlier_turns(
+    client: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long text is several turns (connections); when the second fails before any of its
+    audio, the first turn's audio is still kept and marked partial."""
+    from lmnt_local.cli import speak as cli_speak
+
+    monkeypatch.setattr(cli_speak, "TURN_CHARS", 40)
+    monkeypatch.setattr(cli_speak, "CHUNK_CHARS", 15)
+    text = "One two three. Four five six seven. Eight nine ten eleven. Twelve thirteen."
+    out = tmp_path / "x.wav"
+    # The first connection's audio is held back a little, time enough to arm the failure for
+    # every later connection (faults are read when a connection arrives).
+    async with LocalLMNTServer(engine=ToneEngine(), faults=Faults(processing_delay=0.3)) as srv:
+        say = asyncio.create_task(_say(text, "--ws-url", srv.ws_url, "-o", str(out), "-q"))
+        async with asyncio.timeout(10):
+            while not srv.sessions:
+                await asyncio.sleep(0.005)
+        srv.faults = Faults(error_before_audio="engine exploded")
+        assert await say == 1
+        first = srv.sessions[0]
+    [line] = capsys.readouterr().err.splitlines()
+    assert "engine exploded" in line and "partial audio" in line
+    start, end = active_span(_read_wav(out), RATE)
+    assert end - start == pytest.approx(ToneEngine().duration_of(first.text.strip()), abs=0.03)
+
+
 async def test_a_failure_before_audio_writes_nothing(
     client: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

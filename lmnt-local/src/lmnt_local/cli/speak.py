@@ -134,6 +134,7 @@ async def speak(
     from videosdk.agents.room.output_stream import CustomAudioStreamTrack
     from videosdk.agents.tts.tts import FlushMarker
 
+    from videosdk.plugins.lmnt.errors import LMNTError
     from videosdk.plugins.lmnt.tts import LMNTTTS
 
     loop = asyncio.get_running_loop()
@@ -189,7 +190,12 @@ async def speak(
         for pieces in _turns(text):
             tts.reset_first_audio_tracking()
             track.mark_synthesis_start()
-            await tts.synthesize(text_of(pieces))
+            try:
+                await tts.synthesize(text_of(pieces))
+            except LMNTError as exc:
+                if not track._cumulative_input_samples:
+                    raise
+                errors.append(str(exc))  # a later turn failed before its audio: keep the rest
             if errors:
                 failure = errors[0]
                 break

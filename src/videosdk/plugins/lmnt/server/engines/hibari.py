@@ -127,6 +127,9 @@ def find_voices(voice_dirs: Sequence[Path] = ()) -> list[HibariVoiceFile]:
 
     found: dict[str, HibariVoiceFile] = {}
     directories = [Path(d) for d in voice_dirs]
+    for directory in directories:
+        if not directory.is_dir():
+            raise ValueError(f"voice directory {str(directory)!r} does not exist")
     cache = _cache_dir()
     if cache is not None and cache.is_dir():
         directories.append(cache)
@@ -273,7 +276,11 @@ class HibariEngine:
                 lmnt.name,
                 target.gender,
                 f"LMNT's {lmnt.name}, spoken here by hibari voice {target.id}"
-                + ("" if lmnt.gender == target.gender else f" ({target.gender})"),
+                + (
+                    ""
+                    if lmnt.gender == target.gender
+                    else f" ({target.gender}: no {lmnt.gender} voice)"
+                ),
                 tags=("alias", target.id),
                 language="en",
             )

@@ -33,7 +33,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,8 @@ class _Loaded:
                 current = f"{current} {part}" if current else part
         if current:
             chunks.append(current)
-        return [[p for p in c if p in self.vocab] for c in chunks if c.strip()]
+        kept = [[p for p in c if p in self.vocab] for c in chunks]
+        return [c for c in kept if any(not p.isspace() for p in c)]
 
 
 class HibariEngine:
@@ -343,9 +344,10 @@ class HibariEngine:
         check_speed(speed)
         target = self.resolve(voice, language)
         pieces = text_pieces(text)
-        render: Callable[[int, str], Rendered] = lambda index, piece: self._voice(  # noqa: E731
-            target
-        ).render(piece, speed, seed, index, sample_rate)
+
+        def render(index: int, piece: str) -> Rendered:
+            return self._voice(target).render(piece, speed, seed, index, sample_rate)
+
         async for chunk in speak_pieces(pieces, render, shared_pool(self._workers), sample_rate):
             yield chunk
 

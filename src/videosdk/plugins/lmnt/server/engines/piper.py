@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,9 +393,10 @@ class PiperEngine:
             raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
         check_speed(speed)
         target = self.resolve(voice, language)
-        render: Callable[[int, str], Rendered] = lambda _, piece: self._voice(  # noqa: E731
-            target
-        ).render(piece, speed, seed, sample_rate)
+
+        def render(_: int, piece: str) -> Rendered:
+            return self._voice(target).render(piece, speed, seed, sample_rate)
+
         async for chunk in speak_pieces(
             text_pieces(text), render, shared_pool(self._workers), sample_rate
         ):

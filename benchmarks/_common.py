@@ -519,18 +519,7 @@ def cpu_model() -> str:
 
 
 def cpu_count_note() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {load_note()}"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), so figures from different machines are told apart."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU model unknown"
+    return f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}"
 
 
 def rss_mb(pid: int) -> float | None:

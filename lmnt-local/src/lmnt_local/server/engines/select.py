@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,12 +52,15 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
             raise EngineUnavailable(f"espeak-ng is not installed: {_HINTS['espeak']}")
         return EspeakEngine()
     if name == "hibari":
-        try:
-            from lmnt_local.server.engines.hibari import HibariEngine
-        except ImportError as exc:
+        # The engine module imports hibari-tts lazily (its G2P tables load on first use), so
+        # ask whether it is installed rather than waiting for the first synthesis to fail.
+        missing = [m for m in ("hibari", "onnx") if importlib.util.find_spec(m) is None]
+        if missing:
             raise EngineUnavailable(
-                f"the hibari engine needs hibari-tts ({exc}): {_HINTS['hibari']}"
-            ) from None
+                f"the hibari engine needs {' and '.join(missing)}: {_HINTS['hibari']}"
+            )
+        from lmnt_local.server.engines.hibari import HibariEngine
+
         return HibariEngine(voice_dirs=voice_dirs)
     if name == "neural":
         try:

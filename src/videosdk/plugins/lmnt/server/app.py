@@ -35,6 +35,8 @@ from .observe import ServerHooks
 from .playground import add_playground
 from .record import SessionRecord
 from .session import Session
+from .text.frontend import TextFrontEnd
+from .text.lexicon import Lexicon
 from .workers import bound_socket
 
 __all__ = ["LocalLMNTServer", "default_engine"]
@@ -74,10 +76,16 @@ class LocalLMNTServer:
         reuse_port: bool = False,
     ) -> None:
         self.engine: SpeechEngine = engine if engine is not None else default_engine()
+        self.config = config or ServerConfig()
+        #: What sessions and HTTP requests speak through: the engine behind the text front-end
+        #: (markup, lexicon, normaliser, word mapping), unless the config turns it off.
+        self.speaker: SpeechEngine = self.engine
+        if self.config.text_frontend:
+            lexicon = Lexicon.load(self.config.lexicon) if self.config.lexicon else Lexicon()
+            self.speaker = TextFrontEnd(self.engine, lexicon=lexicon)
         self.host = host
         self.ssl_context = ssl_context
         self.api_keys = frozenset(api_keys) if api_keys else None
-        self.config = config or ServerConfig()
         self.faults = faults or Faults()
         self.sessions: list[SessionRecord] = []
         #: For TLS servers started by the test fixtures: a client context trusting the cert.
@@ -163,7 +171,11 @@ class LocalLMNTServer:
         app = web.Application(middlewares=[middleware, json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(
-            self.engine, self.config, self.api_keys, encoders=self._encoders, accounts=self.accounts
+            self.speaker,
+            self.config,
+            self.api_keys,
+            encoders=self._encoders,
+            accounts=self.accounts,
         ).add_to(app)
         add_playground(app, key_required=self.api_keys is not None)
         self.health.add_to(app)
@@ -300,7 +312,7 @@ class LocalLMNTServer:
             ws,
             request,
             record,
-            engine=self.engine,
+            engine=self.speaker,
             config=self.config,
             faults=faults,
             api_keys=self.api_keys,

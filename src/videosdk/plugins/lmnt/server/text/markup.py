@@ -187,7 +187,7 @@ def strip_markdown(text: str, origin: Sequence[Span]) -> tuple[str, list[Span]]:
 
 
 _MARKDOWN_HINT = re.compile(
-    r"[*_`#\[|~>&]|^\s*(?:[-+]|\d{1,3}[.)])\s|[\u2600-\u27bf\U0001f000-\U0001faff]", _M
+    r"[*_`#\[|~>&]|^\s*(?:[-+]|\d{1,3}[.)])\s|^\s*-{3}|[\u2600-\u27bf\U0001f000-\U0001faff]", _M
 )
 
 

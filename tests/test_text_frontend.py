@@ -1,0 +1,289 @@
+"""The text front-end without audio judgement: markup, lexicon, and the engine wrapper.
+
+The tone engine makes the wrapper checkable to the sample: every character of the text the
+engine is given lasts 50 ms, so durations say exactly what reached the engine, and the word
+timings it yields can be compared with the caller's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from videosdk.plugins.lmnt.server import LocalLMNTServer
+from videosdk.plugins.lmnt.server.config import ServerConfig
+from videosdk.plugins.lmnt.server.engines import ToneEngine
+from videosdk.plugins.lmnt.server.engines.base import WordTiming
+from videosdk.plugins.lmnt.server.text.frontend import Spoken, TextFrontEnd, prepare
+from videosdk.plugins.lmnt.server.text.lexicon import Lexicon, LexiconError, ipa_to_respelling
+from videosdk.plugins.lmnt.server.text.markup import (
+    MAX_BREAK_SECONDS,
+    Pause,
+    looks_like_ssml,
+    parse,
+)
+
+from neural_helpers import stream
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def spoken(text: str, lexicon: Lexicon | None = None) -> str:
+    """Everything the engine is asked to say, pauses as "|", spaces collapsed."""
+    out = []
+    for segment in prepare(text, lexicon=lexicon):
+        out.append("|" if isinstance(segment, Pause) else segment.text)
+    return " ".join(" ".join(out).split())
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("It is **two** items.", "It is two items."),
+        ("It is __two__ items.", "It is two items."),
+        ("An *important* and _subtle_ point.", "An important and subtle point."),
+        ("***Very*** good ~~bad~~.", "Very good bad."),
+        ("**Bold with _italic_ inside**.", "Bold with italic inside."),
+        ("## Your order\n", "Your order."),
+        ("- first item\n", "first item"),
+        ("1. Open the app\n", "Open the app"),
+        ("> quoted words\n", "quoted words"),
+        ("See [the help page](https://example.com/help) now.", "See the help page now."),
+        ("Look ![a cat](cat.png) here.", "Look a cat here."),
+        ("Run `pip install` now.", "Run pip install now."),
+        ("```python\n", ""),
+        ("---\n", ""),
+        ("| Item | Price |\n", "Item, Price"),
+        ("|------|:-----:|\n", ""),
+        ("Great job! 🎉👍", "Great job!"),
+        ("**Note", "Note"),
+        ("two**", "two"),
+        ("snake_case_name stays", "snake_case_name stays"),
+        ("2 * 3 is six", "2 * 3 is six"),
+        ("x < y and y > z", "x < y and y > z"),
+        ("Tom &amp; Jerry", "Tom & Jerry"),
+    ],
+)
+def test_markdown_is_never_read(written: str, said: str) -> None:
+    assert spoken(written) == said
+
+
+# -- SSML -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("<speak>Hello there.</speak>", "Hello there."),
+        ('Wait <break time="500ms"/> now.', "Wait | now."),
+        (
+            'Call <say-as interpret-as="telephone">555-123-4567</say-as>.',
+            "Call five five five, one two three, four five six seven .",
+        ),
+        ('Code <say-as interpret-as="characters">AB1</say-as>.', "Code A B one ."),
+        ('<say-as interpret-as="spell-out">hey</say-as>', "H E Y"),
+        ('On <say-as interpret-as="date" format="dmy">5/4/2026</say-as>', "On April 5th, 2026"),
+        ('The <say-as interpret-as="ordinal">3</say-as> try', "The 3rd try"),
+        ('<say-as interpret-as="cardinal">1,234</say-as>', "1234"),
+        ('The <sub alias="World Wide Web">WWW</sub> grew.', "The World Wide Web grew."),
+        ("<speak><emphasis>Really</emphasis> <mark name='x'/>yes</speak>", "Really yes"),
+        ("<speak>a<desc>never said</desc>b</speak>", "ab"),
+        ("<speak>AT&amp;T &lt;3</speak>", "AT&T <3"),
+        ("Line one<br/>line two", "Line one line two"),
+        ("<speak>Hello", "Hello"),  # the end tag comes in a later unit
+        ("world.</speak>", "world."),
+    ],
+)
+def test_ssml_subset(written: str, said: str) -> None:
+    assert spoken(written) == said
+
+
+def test_break_lengths() -> None:
+    def pauses(text: str) -> list[float]:
+        return [p.seconds for p in parse(text) if isinstance(p, Pause)]
+
+    assert pauses('a <break time="1s"/> b') == [1.0]
+    assert pauses('a <break time="250ms"/> b') == [0.25]
+    assert pauses('a <break time="1.5s"/> b') == [1.5]
+    assert pauses('a <break time="90s"/> b') == [MAX_BREAK_SECONDS]
+    assert pauses('a <break strength="x-strong"/> b')[0] > pauses('a <break strength="weak"/>')[0]
+    assert pauses("a <break/> b") == pauses('a <break time="nonsense"/> b') != []
+    assert pauses('a <break strength="none"/> b') == []
+
+
+def test_prosody_rate_splits_the_text() -> None:
+    segments = prepare(
+        '<prosody rate="slow">Slow words.</prosody> Normal. <prosody rate="150%">Quick.</prosody>'
+    )
+    rates = [s.rate for s in segments if isinstance(s, Spoken)]
+    assert rates[0] < rates[1] == 1.0 < rates[2]
+
+
+def test_phoneme_tag_reaches_an_engine_that_takes_ipa() -> None:
+    segments = prepare(
+        'Say <phoneme alphabet="ipa" ph="təˈmɑːtoʊ">tomato</phoneme>.',
+        ipa=lambda ipa: f"[[{ipa}]]",
+    )
+    assert isinstance(segments[0], Spoken) and "[[təˈmɑːtoʊ]]" in segments[0].text
+
+
+def test_ssml_is_recognised_only_by_tags() -> None:
+    assert looks_like_ssml('<break time="1s"/>') and looks_like_ssml("<speak>x</speak>")
+    assert not looks_like_ssml("if a < b and c > d") and not looks_like_ssml("I <3 it")
+
+
+# -- lexicon ----------------------------------------------------------------------------------
+
+
+def test_builtin_lmnt_is_said_lament() -> None:
+    assert spoken("LMNT's voices, by LMNT.", Lexicon()) == "lament's voices, by lament."
+    assert spoken("Ask lmnt.", Lexicon()) == "Ask lament."
+    assert spoken("ELEMENTS and LMNTX", Lexicon()) == "ELEMENTS and LMNTX"
+
+
+def test_lexicon_file(tmp_path: Path) -> None:
+    path = tmp_path / "words.tsv"
+    path.write_text(
+        "# pronunciations\nUS\tyou ess\nnginx\tengine x\nNew York  the big apple\nNguyen\t/wɪn/\n",
+        encoding="utf-8",
+    )
+    lexicon = Lexicon.load(path)
+    assert len(lexicon) == 5  # four and the built-in LMNT
+    # capitals: exact case only; lower case: any case; phrases across spaces
+    assert spoken("US and us use Nginx in New  York.", lexicon) == (
+        "you ess and us use engine x in the big apple."
+    )
+    assert spoken("Mr Nguyen", lexicon) == f"Mr {ipa_to_respelling('wɪn')}"
+
+
+def test_inline_ipa() -> None:
+    segments = prepare("A [word](/wɜːd/) here.", lexicon=Lexicon(), ipa=lambda p: f"[[{p}]]")
+    assert isinstance(segments[0], Spoken) and segments[0].text == "A [[wɜːd]] here."
+    assert spoken("A [word](/wɜːd/) here.", Lexicon()) == "A werd here."
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "does not exist"),
+        ("just-one-column\n", ":1: expected"),
+        (b"\xff\xfe bad", "not UTF-8"),
+    ],
+)
+def test_bad_lexicon_files_say_what_is_wrong(
+    tmp_path: Path, content: str | bytes | None, problem: str
+) -> None:
+    path = tmp_path / "lexicon.tsv"
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(LexiconError, match=re.escape(problem)):
+        Lexicon.load(path)
+    with pytest.raises(LexiconError):
+        LocalLMNTServer(ToneEngine(), config=ServerConfig(lexicon=path))
+
+
+def test_ipa_respelling() -> None:
+    assert ipa_to_respelling("ləˈmɛnt") == "luh-ment"
+    assert ipa_to_respelling("ˈsiːkwəl") == "seekwuhl"
+
+
+# -- the wrapper on the tone engine ----------------------------------------------------------
+
+
+async def _speak(
+    frontend: TextFrontEnd, text: str, rate: int = 8000
+) -> tuple[float, list[WordTiming]]:
+    samples = 0
+    words: list[WordTiming] = []
+    async for chunk in frontend.synthesize(text, voice="ava", language="en", sample_rate=rate):
+        samples += len(chunk.pcm) // 2
+        words.extend(chunk.words)
+    return samples / rate, words
+
+
+def _money(text: str, language: str = "en") -> object:
+    """A stand-in normaliser that expands "$5.50" only (the real one is tested elsewhere)."""
+    from videosdk.plugins.lmnt.server.text.frontend import _Identity
+
+    out, tokens = [], []
+    for match in re.finditer(r"\S+", text):
+        word = match.group(0)
+        if word.startswith("$5.50"):
+            tokens.append((match.start(), match.start() + 5, "five dollars and fifty cents"))
+            out.append("five dollars and fifty cents" + word[5:])
+        else:
+            tokens.append((match.start(), match.end(), word))
+            out.append(word)
+    return _Identity(" ".join(out), tokens)
+
+
+async def test_plain_text_reaches_the_engine_untouched() -> None:
+    tone = ToneEngine()
+    seconds, words = await _speak(TextFrontEnd(tone), "Hello there, world. ")
+    assert seconds == pytest.approx(tone.duration_of("Hello there, world. "))
+    assert [w.text for w in words] == ["Hello", "there,", "world."]
+
+
+async def test_markup_is_not_given_to_the_engine() -> None:
+    tone = ToneEngine()
+    frontend = TextFrontEnd(tone)
+    marked, _ = await _speak(frontend, "It is **two** `items`.")
+    plain, _ = await _speak(frontend, "It is two items.")
+    assert marked == pytest.approx(plain)
+
+
+async def test_break_is_real_silence() -> None:
+    frontend = TextFrontEnd(ToneEngine())
+    with_break, words = await _speak(frontend, 'Hi <break time="1s"/> there')
+    without, _ = await _speak(frontend, "Hi there")
+    assert with_break - without == pytest.approx(1.0, abs=0.06)  # the tone keeps both spaces
+    assert [w.text for w in words] == ["Hi", "there"]
+    assert words[1].start - (words[0].start + words[0].duration) >= 1.0
+
+
+async def test_a_normalised_word_is_one_timestamp() -> None:
+    frontend = TextFrontEnd(ToneEngine(), normalizer=_money)  # type: ignore[arg-type]
+    _, words = await _speak(frontend, "It costs **$5.50** today.")
+    assert [w.text for w in words] == ["It", "costs", "$5.50", "today."]
+    tone = ToneEngine()
+    price = words[2]
+    # "five dollars and fifty cents": 28 characters of tone from the start of "five"
+    assert price.duration == pytest.approx(tone.duration_of("five dollars and fifty cents"))
+    assert price.start == pytest.approx(tone.duration_of("It costs "))
+    assert words[3].start == pytest.approx(price.start + price.duration + 0.05)
+
+
+async def test_server_applies_the_frontend_on_every_api() -> None:
+    tone = ToneEngine()
+    async with LocalLMNTServer(tone) as srv:
+        for version in ("1.0", "1.2"):
+            got = await stream(srv.ws_url, "**two**", **{"lmnt-version": version})
+            assert len(got.audio) / 2 / 24000 == pytest.approx(tone.duration_of("two"), abs=0.01)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            body = {"text": "**two**", "voice": "ava", "format": "wav", "return_durations": True}
+            async with session.post(
+                f"{srv.http_url}/v1/ai/speech", json=body, headers={"X-API-Key": "k"}
+            ) as response:
+                reply = await response.json()
+        assert [w["text"] for w in reply["durations"]] == ["two"]
+    async with LocalLMNTServer(tone, config=ServerConfig(text_frontend=False)) as srv:
+        got = await stream(srv.ws_url, "**two**")
+        assert len(got.audio) / 2 / 24000 == pytest.approx(tone.duration_of("**two**"), abs=0.01)
+
+
+async def test_frontend_passes_engine_attributes() -> None:
+    tone = ToneEngine()
+    frontend = TextFrontEnd(tone)
+    assert frontend.name == "tone" and frontend.duration_of("ab") == tone.duration_of("ab")
+    assert frontend.voices() == tone.voices()
+    await asyncio.sleep(0)

@@ -278,13 +278,29 @@ async def _engine_chunks(
             await aclose()
 
 
+@dataclass(slots=True)
+class _Group:
+    """A caller word being timed: its caller spans, start and end (s), and how far into the
+    spoken text its words run."""
+
+    spans: list[Span]
+    start: float
+    end: float
+    spoken_end: int
+
+    def overlaps(self, spans: list[Span]) -> bool:
+        return any(a < d and c < b for a, b in self.spans for c, d in spans)
+
+
 class _WordMapper:
     """Turns an engine's word timings (words of the spoken text) into the caller's words.
 
     Consecutive engine words from overlapping caller spans become one word ("five dollars and
     fifty cents" -> "$5.50").  While such a group is still open (its spoken words run past the
     last engine word seen), :attr:`open_group` holds the audio back so the caller's word
-    travels with the chunk it starts in, with its full duration.
+    travels with the chunk it starts in, with its full duration.  A word's text is the
+    caller's characters it was said from, markup between them left out ("**LMNT**." ->
+    "LMNT.").
     """
 
     def __init__(self, caller: str, segment: Spoken) -> None:
@@ -292,9 +308,7 @@ class _WordMapper:
         self._spoken = segment.text
         self._map = segment.words
         self._cursor = 0  # spoken index after the last engine word found
-        self._current: tuple[int, int, float, float, int] | None = (
-            None  # cs, ce, start, end, spoken end
-        )
+        self._current: _Group | None = None
         self._carried: list[WordTiming] = []
         self.open_group = False
 
@@ -305,12 +319,17 @@ class _WordMapper:
         self._cursor = at + len(word)
         return at, at + len(word)
 
-    def _caller_span(self, spoken: tuple[int, int]) -> tuple[int, int, int] | None:
+    def _caller_spans(self, spoken: tuple[int, int]) -> tuple[list[Span], int] | None:
+        """The caller spans an engine word was said from, and where in the spoken text the
+        words of those spans end (a normalised word runs on past this engine word)."""
         a, b = spoken
-        hits = [(cs, ce, se) for ss, se, cs, ce in self._map if ss < b and a < se]
-        if not hits:
+        spans = sorted({(cs, ce) for ss, se, cs, ce in self._map if ss < b and a < se})
+        if not spans:
             return None
-        return min(h[0] for h in hits), max(h[1] for h in hits), max(h[2] for h in hits)
+        spoken_end = max(
+            se for ss, se, cs, ce in self._map if any(cs < y and x < ce for x, y in spans)
+        )
+        return spans, spoken_end
 
     def feed(self, words: Sequence[WordTiming], offset: float) -> list[WordTiming]:
         ready = self._carried
@@ -318,26 +337,22 @@ class _WordMapper:
         for word in words:
             start, end = offset + word.start, offset + word.start + word.duration
             located = self._locate(word.text)
-            span = self._caller_span(located) if located is not None else None
-            if span is None:
+            found = self._caller_spans(located) if located is not None else None
+            if found is None:
                 self._close(ready)
                 ready.append(WordTiming(word.text, start, word.duration))
                 continue
-            cs, ce, spoken_end = span
+            spans, spoken_end = found
             current = self._current
-            if current is not None and cs < current[1] and current[0] < ce:
-                self._current = (
-                    min(cs, current[0]),
-                    max(ce, current[1]),
-                    current[2],
-                    max(end, current[3]),
-                    max(spoken_end, current[4]),
-                )
+            if current is not None and current.overlaps(spans):
+                current.spans.extend(sp for sp in spans if sp not in current.spans)
+                current.end = max(current.end, end)
+                current.spoken_end = max(current.spoken_end, spoken_end)
             else:
                 self._close(ready)
-                self._current = (cs, ce, start, end, spoken_end)
+                self._current = _Group(list(spans), start, end, spoken_end)
         current = self._current
-        self.open_group = current is not None and current[4] > self._cursor
+        self.open_group = current is not None and current.spoken_end > self._cursor
         if current is not None and not self.open_group:
             self._close(ready)
         return ready
@@ -349,8 +364,8 @@ class _WordMapper:
     def _close(self, ready: list[WordTiming]) -> None:
         current, self._current = self._current, None
         if current is not None:
-            cs, ce, start, end, _ = current
-            ready.append(WordTiming(self._caller[cs:ce], start, max(0.0, end - start)))
+            text = _caller_text(self._caller, current.spans)
+            ready.append(WordTiming(text, current.start, max(0.0, current.end - current.start)))
 
     def finish(self) -> list[WordTiming]:
         ready = self._carried
@@ -358,3 +373,14 @@ class _WordMapper:
         self._close(ready)
         self.open_group = False
         return ready
+
+
+def _caller_text(caller: str, spans: list[Span]) -> str:
+    """The caller's characters of ``spans`` (merged where they touch), in order."""
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return "".join(caller[a:b] for a, b in merged)

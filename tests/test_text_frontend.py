@@ -287,3 +287,19 @@ async def test_frontend_passes_engine_attributes() -> None:
     assert frontend.name == "tone" and frontend.duration_of("ab") == tone.duration_of("ab")
     assert frontend.voices() == tone.voices()
     await asyncio.sleep(0)
+
+
+async def test_espeak_hears_no_markup_and_takes_breaks() -> None:
+    """espeak-ng is deterministic: the marked-up text gives exactly the plain text's audio."""
+    from videosdk.plugins.lmnt.server.engines.espeak import EspeakEngine
+
+    if not EspeakEngine.available():
+        pytest.skip("espeak-ng is not installed")
+    frontend = TextFrontEnd(EspeakEngine())
+    marked, words = await _speak(frontend, "It is **two** `items`.", rate=16000)
+    plain, _ = await _speak(frontend, "It is two items.", rate=16000)
+    assert marked == pytest.approx(plain, abs=0.001)
+    assert [w.text for w in words] == ["It", "is", "two", "items."]
+    raw, _ = await _speak(frontend, "Wait for it.", rate=16000)
+    paused, _ = await _speak(frontend, 'Wait <break time="1s"/> for it.', rate=16000)
+    assert 0.9 <= paused - raw <= 1.3

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..engines.base import MAX_SPEED, MIN_SPEED, EngineChunk, SpeechEngine, VoiceInfo, WordTiming
 from .lexicon import Lexicon, ipa_to_respelling
 from .markup import Pause, Run, Span, parse
@@ -152,10 +154,22 @@ def _say(
         at = spoken.find(said, cursor)
         if at < 0:
             continue
-        caller = _cover(run.origin[start:end]) if end > start else whole
-        mapped.append((at, at + len(said), *caller))
+        # one entry per stretch of caller text: markup inside a word ("`items`.") is not it
+        for a, b in _stretches(run.origin[start:end]) if end > start else [whole]:
+            mapped.append((at, at + len(said), a, b))
         cursor = at + len(said)
     return spoken, mapped
+
+
+def _stretches(spans: Sequence[Span]) -> list[Span]:
+    """``spans`` merged where they touch or overlap, in order."""
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
 
 
 def _cover(spans: Sequence[Span]) -> Span:
@@ -220,12 +234,15 @@ class TextFrontEnd:
                 yield chunk
             return
         offset = 0.0  # seconds of audio yielded so far
+        quiet = 0  # silent samples at the end of what was yielded (an engine's own end pause)
         for segment in segments:
             if isinstance(segment, Pause):
-                samples = round(segment.seconds * sample_rate)
+                # the break is the silence heard: what the engine already left counts
+                samples = round(segment.seconds * sample_rate) - quiet
                 if samples > 0:
                     yield EngineChunk(bytes(2 * samples))
                     offset += samples / sample_rate
+                quiet = 0
                 continue
             pace = min(MAX_SPEED, max(MIN_SPEED, speed * segment.rate))
             words = _WordMapper(text, segment)
@@ -239,6 +256,7 @@ class TextFrontEnd:
                 if not words.open_group:
                     pcm = b"".join(held)
                     held.clear()
+                    quiet = _quiet_tail(pcm, quiet)
                     yield EngineChunk(pcm, tuple(ready))
                     offset += len(pcm) / 2 / sample_rate
                 elif ready:
@@ -246,8 +264,21 @@ class TextFrontEnd:
             tail = words.finish()
             pcm = b"".join(held)
             if pcm or tail:
+                quiet = _quiet_tail(pcm, quiet)
                 yield EngineChunk(pcm, tuple(tail))
                 offset += len(pcm) / 2 / sample_rate
+
+
+_QUIET = 328  # |sample| below 1 % of full scale: silence
+
+
+def _quiet_tail(pcm: bytes, before: int) -> int:
+    """Silent samples at the end of the audio so far, given ``before`` before ``pcm``."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    if not samples.size:
+        return before
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) >= _QUIET)
+    return before + samples.size if not loud.size else int(samples.size - 1 - loud[-1])
 
 
 def _unchanged(text: str, segments: list[Segment]) -> bool:
@@ -377,10 +408,4 @@ class _WordMapper:
 
 def _caller_text(caller: str, spans: list[Span]) -> str:
     """The caller's characters of ``spans`` (merged where they touch), in order."""
-    merged: list[list[int]] = []
-    for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return "".join(caller[a:b] for a, b in merged)
+    return "".join(caller[a:b] for a, b in _stretches(spans))

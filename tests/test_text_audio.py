@@ -231,7 +231,7 @@ AGENT_SENTENCES = [
     ),
     (
         "Shipping costs £7.99.",
-        "shipping costs seven pounds ninety nine",
+        "shipping costs seven pounds and ninety nine pence",
         "shipping costs pound seven point nine nine",
     ),
     (
@@ -334,7 +334,7 @@ AGENT_SENTENCES = [
     ),
     (
         "Check-in opens at 14:05.",
-        "check in opens at two oh five p m",
+        "check in opens at fourteen oh five",
         "check in opens at fourteen colon zero five",
     ),
     (

@@ -195,6 +195,7 @@ class TextFrontEnd:
         self.lexicon = lexicon if lexicon is not None else Lexicon()
         self._normalize = normalizer or _default_normalizer()
         self._ipa = phoneme_markup(engine)
+        self._voice_languages: dict[str, str] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -204,6 +205,16 @@ class TextFrontEnd:
 
     def has_voice(self, voice: str) -> bool:
         return self.engine.has_voice(voice)
+
+    def _language(self, voice: str, language: str) -> str:
+        """The language the text is read in: the request's, or for ``auto`` (LMNT's default)
+        the voice's own, else English."""
+        if language != "auto":
+            return language
+        known = self._voice_languages
+        if known is None:
+            known = self._voice_languages = {v.id: v.language or "en" for v in self.voices()}
+        return known.get(voice, "en")
 
     def prepare(self, text: str, language: str = "en") -> list[Segment]:
         """What the engine would be asked to say for ``text`` (for tests and tools)."""
@@ -225,7 +236,7 @@ class TextFrontEnd:
         speed: float = 1.0,
         seed: int | None = None,
     ) -> AsyncIterator[EngineChunk]:
-        segments = self.prepare(text, language) if text.strip() else []
+        segments = self.prepare(text, self._language(voice, language)) if text.strip() else []
         if not segments or _unchanged(text, segments):
             # nothing to change (or whitespace only): the engine's own call, chunk for chunk
             async for chunk in _engine_chunks(

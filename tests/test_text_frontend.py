@@ -303,3 +303,55 @@ async def test_espeak_hears_no_markup_and_takes_breaks() -> None:
     raw, _ = await _speak(frontend, "Wait for it.", rate=16000)
     paused, _ = await _speak(frontend, 'Wait <break time="1s"/> for it.', rate=16000)
     assert 0.9 <= paused - raw <= 1.3
+
+
+# -- serve --lexicon ---------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_bad_lexicon_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videosdk.plugins.lmnt.cli import main
+
+    missing = tmp_path / "missing.tsv"
+    assert main(["serve", "--port", "0", "--engine", "tone", "--lexicon", str(missing)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("lmnt-local: --lexicon: ") and "does not exist" in line
+
+
+def test_serve_speaks_with_the_lexicon_file(tmp_path: Path) -> None:
+    """``serve --lexicon``: the tone engine hears the respelling (its audio is 50 ms a letter)."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from env_helpers import subprocess_env
+
+    lexicon = tmp_path / "words.tsv"
+    lexicon.write_text("SQL\tsequel\n", encoding="utf-8")
+    argv = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--port", "0"]
+    argv += ["--engine", "tone", "--lexicon", str(lexicon)]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("LMNT-compatible server on "), first + proc.stderr.read()
+        http = "http" + first.split()[-1].removeprefix("ws").split("/v1/", 1)[0]
+        request = urllib.request.Request(
+            f"{http}/v1/ai/speech",
+            data=json.dumps(
+                {"text": "SQL", "voice": "ava", "format": "wav", "return_durations": True}
+            ).encode(),
+            headers={"X-API-Key": "k", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            reply = json.loads(response.read())
+    finally:
+        proc.kill()
+        proc.wait(5)
+    [word] = reply["durations"]
+    assert word["text"] == "SQL"
+    assert word["duration"] == pytest.approx(ToneEngine().duration_of("sequel"), abs=0.01)

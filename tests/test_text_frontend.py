@@ -355,3 +355,18 @@ def test_serve_speaks_with_the_lexicon_file(tmp_path: Path) -> None:
     [word] = reply["durations"]
     assert word["text"] == "SQL"
     assert word["duration"] == pytest.approx(ToneEngine().duration_of("sequel"), abs=0.01)
+
+
+async def test_espeak_takes_ipa_as_phonemes() -> None:
+    """A lexicon's IPA reaches espeak-ng as phonemes: "gizmo" said /ˈfaɪv ˈdɑlɚz/ sounds as
+    long as "five dollars" (a respelling "fuhyv-dahlerz" would not), timed as the caller's word."""
+    from videosdk.plugins.lmnt.server.engines.espeak import EspeakEngine
+
+    if not EspeakEngine.available():
+        pytest.skip("espeak-ng is not installed")
+    frontend = TextFrontEnd(EspeakEngine(), lexicon=Lexicon({"gizmo": "/ˈfaɪv ˈdɑlɚz/"}))
+    said, words = await _speak(frontend, "It costs gizmo.", rate=16000)
+    spelled, _ = await _speak(frontend, "It costs five dollars.", rate=16000)
+    literal, _ = await _speak(TextFrontEnd(EspeakEngine()), "It costs gizmo.", rate=16000)
+    assert abs(said - spelled) < 0.2 * abs(literal - spelled) or said == pytest.approx(spelled)
+    assert [w.text for w in words] == ["It", "costs", "gizmo."]

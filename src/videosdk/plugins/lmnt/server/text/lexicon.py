@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .markup import Run, Span
 
-__all__ = ["BUILTIN", "Lexicon", "LexiconError", "ipa_to_respelling"]
+__all__ = ["BUILTIN", "Lexicon", "LexiconError", "ipa_to_espeak", "ipa_to_respelling"]
 
 #: Entries every server has (a lexicon file may override them).
 BUILTIN: dict[str, str] = {"lmnt": "lament"}  # any case: "LMNT", "Lmnt"
@@ -242,3 +242,81 @@ def ipa_to_respelling(ipa: str) -> str:
             out.append(char if char.isascii() and char.isalpha() else "")
             i += 1
     return re.sub(r"-+", "-", "".join(out)).strip("- ") or ipa
+
+
+# -- IPA to espeak-ng's phoneme mnemonics (its [[ ]] input) --------------------------------
+
+_IPA_ESPEAK = sorted(
+    {
+        "tʃ": "tS",
+        "ʧ": "tS",
+        "dʒ": "dZ",
+        "ʤ": "dZ",
+        "eɪ": "eI",
+        "aɪ": "aI",
+        "ɔɪ": "OI",
+        "oʊ": "oU",
+        "əʊ": "oU",
+        "aʊ": "aU",
+        "ɪə": "i@",
+        "eə": "e@",
+        "ʊə": "U@",
+        "iː": "i:",
+        "uː": "u:",
+        "ɑː": "A:",
+        "ɔː": "O:",
+        "ɜː": "3:",
+        "ɝ": "3:",
+        "ɚ": "3",
+        "ə": "@",
+        "ɐ": "a#",
+        "ɪ": "I",
+        "ᵻ": "I",
+        "i": "i",
+        "ɛ": "E",
+        "e": "E",
+        "æ": "a",
+        "ɑ": "A:",
+        "ɒ": "0",
+        "ɔ": "O:",
+        "ʊ": "U",
+        "u": "u:",
+        "ʌ": "V",
+        "o": "oU",
+        "a": "a",
+        "θ": "T",
+        "ð": "D",
+        "ʃ": "S",
+        "ʒ": "Z",
+        "ŋ": "N",
+        "ɹ": "r",
+        "ɾ": "t",
+        "ɡ": "g",
+        "ɫ": "l",
+        "ʔ": "",
+        "ˈ": "'",
+        "ˌ": ",",
+        "ː": ":",
+        ".": "",
+    }.items(),
+    key=lambda item: -len(item[0]),
+)
+_ESPEAK_PLAIN = frozenset("pbtdkgfvszhmnlwjrx")
+
+
+def ipa_to_espeak(ipa: str) -> str:
+    """IPA as espeak-ng's English phoneme mnemonics ("ˈfaɪv" -> "'faIv"), for its ``[[ ]]``
+    phoneme input; symbols it has no mnemonic for are left out."""
+    out: list[str] = []
+    i = 0
+    while i < len(ipa):
+        for symbol, mnemonic in _IPA_ESPEAK:
+            if ipa.startswith(symbol, i):
+                out.append(mnemonic)
+                i += len(symbol)
+                break
+        else:
+            char = ipa[i]
+            out.append(char if char in _ESPEAK_PLAIN else " " if char.isspace() else "")
+            i += 1
+    return "".join(out)

@@ -370,3 +370,48 @@ async def test_espeak_takes_ipa_as_phonemes() -> None:
     literal, _ = await _speak(TextFrontEnd(EspeakEngine()), "It costs gizmo.", rate=16000)
     assert abs(said - spelled) < 0.2 * abs(literal - spelled) or said == pytest.approx(spelled)
     assert [w.text for w in words] == ["It", "costs", "gizmo."]
+
+
+# -- any text: no crash, words in order --------------------------------------------------------
+
+_MARKUP_ALPHABET = "ab 5$.,*_`#[]()/<>\"'=&;|~!\n-:%" + "é🎉"
+_PIECES = [
+    "<speak>", "</speak>", '<break time="1s"/>', "<say-as interpret-as='telephone'>",
+    "</say-as>", '<sub alias="x">', "</sub>", '<phoneme ph="ˈfaɪv">', "</phoneme>",
+    '<prosody rate="slow">', "</prosody>", "**", "[w](/ˈa/)", "$5.50", "LMNT", "&amp;",
+]
+
+
+def test_any_text_is_prepared_without_error() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    text = st.lists(
+        st.one_of(st.sampled_from(_PIECES), st.text(_MARKUP_ALPHABET, max_size=8)), max_size=12
+    ).map("".join)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(text)
+    def check(written: str) -> None:
+        segments = prepare(written, lexicon=Lexicon(), ipa=lambda p: f"[[{p}]]")
+        for segment in segments:
+            if isinstance(segment, Pause):
+                assert 0 < segment.seconds <= MAX_BREAK_SECONDS
+            else:
+                for a, b, c, d in segment.words:
+                    assert 0 <= a < b <= len(segment.text) and 0 <= c <= d <= len(written)
+
+    check()
+
+
+async def test_any_text_gives_ordered_caller_words() -> None:
+    import random
+
+    rng = random.Random(20)
+    frontend = TextFrontEnd(ToneEngine(seconds_per_char=0.001))
+    for _ in range(100):
+        written = "".join(rng.choice([*_PIECES, "word ", "12 ", ". "]) for _ in range(10))
+        _, words = await _speak(frontend, written)
+        starts = [w.start for w in words]
+        assert starts == sorted(starts), written
+        assert all(w.text and w.duration >= 0 for w in words), written

@@ -365,11 +365,12 @@ class _WordMapper:
         """The caller spans an engine word was said from, and where in the spoken text the
         words of those spans end (a normalised word runs on past this engine word)."""
         a, b = spoken
-        spans = sorted({(cs, ce) for ss, se, cs, ce in self._map if ss < b and a < se})
-        if not spans:
+        spans = sorted({(cs, ce) for ss, se, cs, ce in self._map if ss < b and a < se and cs < ce})
+        if not spans:  # said from no caller character (a pause mark a tag added)
             return None
         spoken_end = max(
-            se for ss, se, cs, ce in self._map if any(cs < y and x < ce for x, y in spans)
+            (se for ss, se, cs, ce in self._map if any(cs < y and x < ce for x, y in spans)),
+            default=b,
         )
         return spans, spoken_end
 

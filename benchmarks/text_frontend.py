@@ -27,8 +27,8 @@ from _common import cpu_count_note, ensure_package, load_note, ms, percentile, t
 
 ensure_package()
 
-from videosdk.plugins.lmnt.server.engines import SpeechEngine
-from videosdk.plugins.lmnt.server.text.frontend import TextFrontEnd
+from lmnt_local.server.engines import SpeechEngine
+from lmnt_local.server.text.frontend import TextFrontEnd
 
 SENTENCES = [
     "Hello, how can I help you today?",
@@ -93,7 +93,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=24000)
     args = parser.parse_args()
     runs = max(1, min(args.runs, 200))
-    from videosdk.plugins.lmnt.server.engines import EngineUnavailable, load_engine, make_engine
+    from lmnt_local.server.engines import EngineUnavailable, load_engine, make_engine
 
     print(f"{cpu_model()}; {cpu_count_note()}")
     print("\nprepare() per sentence (microseconds)\n")

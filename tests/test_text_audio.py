@@ -16,8 +16,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer
-from videosdk.plugins.lmnt.server.config import ServerConfig
+from lmnt_local.server import LocalLMNTServer
+from lmnt_local.server.config import ServerConfig
 
 from neural_helpers import stream
 from reading_helpers import says

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer
-from videosdk.plugins.lmnt.server.config import ServerConfig
-from videosdk.plugins.lmnt.server.engines import ToneEngine
-from videosdk.plugins.lmnt.server.engines.base import WordTiming
-from videosdk.plugins.lmnt.server.text.frontend import Spoken, TextFrontEnd, prepare
-from videosdk.plugins.lmnt.server.text.lexicon import Lexicon, LexiconError, ipa_to_respelling
-from videosdk.plugins.lmnt.server.text.markup import (
+from lmnt_local.server import LocalLMNTServer
+from lmnt_local.server.config import ServerConfig
+from lmnt_local.server.engines import ToneEngine
+from lmnt_local.server.engines.base import WordTiming
+from lmnt_local.server.text.frontend import Spoken, TextFrontEnd, prepare
+from lmnt_local.server.text.lexicon import Lexicon, LexiconError, ipa_to_respelling
+from lmnt_local.server.text.markup import (
     MAX_BREAK_SECONDS,
     Pause,
     looks_like_ssml,
@@ -211,7 +211,7 @@ async def _speak(
 
 def _money(text: str, language: str = "en") -> object:
     """A stand-in normaliser that expands "$5.50" only (the real one is tested elsewhere)."""
-    from videosdk.plugins.lmnt.server.text.frontend import _Identity
+    from lmnt_local.server.text.frontend import _Identity
 
     out, tokens = [], []
     for match in re.finditer(r"\S+", text):
@@ -291,7 +291,7 @@ async def test_frontend_passes_engine_attributes() -> None:
 
 async def test_espeak_hears_no_markup_and_takes_breaks() -> None:
     """espeak-ng is deterministic: the marked-up text gives exactly the plain text's audio."""
-    from videosdk.plugins.lmnt.server.engines.espeak import EspeakEngine
+    from lmnt_local.server.engines.espeak import EspeakEngine
 
     if not EspeakEngine.available():
         pytest.skip("espeak-ng is not installed")
@@ -311,7 +311,7 @@ async def test_espeak_hears_no_markup_and_takes_breaks() -> None:
 def test_serve_refuses_a_bad_lexicon_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from videosdk.plugins.lmnt.cli import main
+    from lmnt_local.cli.app import main
 
     missing = tmp_path / "missing.tsv"
     assert main(["serve", "--port", "0", "--engine", "tone", "--lexicon", str(missing)]) == 2
@@ -330,7 +330,7 @@ def test_serve_speaks_with_the_lexicon_file(tmp_path: Path) -> None:
 
     lexicon = tmp_path / "words.tsv"
     lexicon.write_text("SQL\tsequel\n", encoding="utf-8")
-    argv = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--port", "0"]
+    argv = [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0"]
     argv += ["--engine", "tone", "--lexicon", str(lexicon)]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
@@ -360,7 +360,7 @@ def test_serve_speaks_with_the_lexicon_file(tmp_path: Path) -> None:
 async def test_espeak_takes_ipa_as_phonemes() -> None:
     """A lexicon's IPA reaches espeak-ng as phonemes: "gizmo" said /ˈfaɪv ˈdɑlɚz/ sounds as
     long as "five dollars" (a respelling "fuhyv-dahlerz" would not), timed as the caller's word."""
-    from videosdk.plugins.lmnt.server.engines.espeak import EspeakEngine
+    from lmnt_local.server.engines.espeak import EspeakEngine
 
     if not EspeakEngine.available():
         pytest.skip("espeak-ng is not installed")
@@ -376,9 +376,22 @@ async def test_espeak_takes_ipa_as_phonemes() -> None:
 
 _MARKUP_ALPHABET = "ab 5$.,*_`#[]()/<>\"'=&;|~!\n-:%" + "é🎉"
 _PIECES = [
-    "<speak>", "</speak>", '<break time="1s"/>', "<say-as interpret-as='telephone'>",
-    "</say-as>", '<sub alias="x">', "</sub>", '<phoneme ph="ˈfaɪv">', "</phoneme>",
-    '<prosody rate="slow">', "</prosody>", "**", "[w](/ˈa/)", "$5.50", "LMNT", "&amp;",
+    "<speak>",
+    "</speak>",
+    '<break time="1s"/>',
+    "<say-as interpret-as='telephone'>",
+    "</say-as>",
+    '<sub alias="x">',
+    "</sub>",
+    '<phoneme ph="ˈfaɪv">',
+    "</phoneme>",
+    '<prosody rate="slow">',
+    "</prosody>",
+    "**",
+    "[w](/ˈa/)",
+    "$5.50",
+    "LMNT",
+    "&amp;",
 ]
 
 

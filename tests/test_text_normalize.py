@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from videosdk.plugins.lmnt.server.text import (
+from lmnt_local.server.text import (
     Normalized,
     Token,
     identity,
@@ -24,8 +24,8 @@ from videosdk.plugins.lmnt.server.text import (
     normalize,
     register,
 )
-from videosdk.plugins.lmnt.server.text.en import spell
-from videosdk.plugins.lmnt.server.text.tables_en import ABBREVIATIONS
+from lmnt_local.server.text.en import spell
+from lmnt_local.server.text.tables_en import ABBREVIATIONS
 
 CORPUS = Path(__file__).parent / "data" / "text_corpus.tsv"
 CATEGORIES = {

@@ -428,3 +428,44 @@ async def test_any_text_gives_ordered_caller_words() -> None:
         starts = [w.start for w in words]
         assert starts == sorted(starts), written
         assert all(w.text and w.duration >= 0 for w in words), written
+
+
+async def _stream_pieces(url: str, pieces: list[str]) -> tuple[float, list[str]]:
+    """Legacy session: each piece its own text message, then eof; (audio seconds, words)."""
+    import json
+
+    import aiohttp
+
+    init = {"X-API-Key": "k", "voice": "ava", "format": "pcm_s16le", "sample_rate": 8000}
+    samples, words = 0, []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_str(json.dumps({**init, "return_extras": True}))
+        for piece in pieces:
+            await ws.send_str(json.dumps({"text": piece}))
+        await ws.send_str(json.dumps({"eof": True}))
+        async with asyncio.timeout(10):
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    samples += len(msg.data) // 2
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    words += [w["text"] for w in json.loads(msg.data).get("durations", [])]
+    return samples / 8000, words
+
+
+@pytest.mark.parametrize(
+    ("pieces", "words"),
+    [
+        (["It costs $5.", "50 today."], ["It", "costs", "$5.50", "today."]),
+        (["It is **", "two** ok."], ["It", "is", "two", "ok."]),
+        (["Wait <brea", 'k time="1s"/> now.'], ["Wait", "now."]),
+    ],
+)
+async def test_a_token_split_across_messages_is_read_whole(
+    pieces: list[str], words: list[str]
+) -> None:
+    """Markup and written forms cut between messages sound and are timed as if sent whole."""
+    async with LocalLMNTServer(ToneEngine()) as srv:
+        split = await _stream_pieces(srv.ws_url, pieces)
+        whole = await _stream_pieces(srv.ws_url, ["".join(pieces)])
+    assert split == whole
+    assert split[1] == words

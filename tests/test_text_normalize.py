@@ -10,6 +10,7 @@ category, before (the text passed as written) and after.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from lmnt_local.server.text import (
     normalize,
     register,
 )
-from lmnt_local.server.text.en import spell
+from lmnt_local.server.text.en import _ENGLISH, RULES, say_as, spell
 from lmnt_local.server.text.tables_en import ABBREVIATIONS
 
 CORPUS = Path(__file__).parent / "data" / "text_corpus.tsv"
@@ -151,6 +152,19 @@ def test_spell_reads_codes_as_letters_and_digits() -> None:
     assert spell("XK-4421-B") == "XK, four four two one, B"
 
 
+def test_the_combined_pattern_looks_wherever_a_rule_can_start() -> None:
+    """The speed-ups (skipping word interiors, grouping by first character) lose no match."""
+    texts = [w for _, w, _, _ in ROWS]
+    texts += [" ".join(texts[i : i + 4]) for i in range(0, len(texts) - 3, 4)]
+    for rule, compiled in zip(RULES, _ENGLISH.compiled, strict=True):
+        first = re.compile(f"[{rule.first}]") if rule.first else None
+        for text in texts:
+            for found in compiled.finditer(text):
+                if first is not None:
+                    assert first.match(text, found.start()), (rule.name, text, found.start())
+                assert _ENGLISH.master.match(text, found.start()), (rule.name, text)
+
+
 BARE_WORDS = {k for k in ABBREVIATIONS if not k.endswith((".", "/"))}
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -189,3 +203,41 @@ def test_text_without_digits_or_symbols_is_unchanged(text: str) -> None:
     result = normalize(text)
     assert result.spoken == text
     assert [t.spoken for t in result.tokens] == text.split()
+
+
+def _cpu_seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.thread_time()
+        normalize(text)
+        best = min(best, time.thread_time() - start)
+    return best
+
+
+@pytest.mark.parametrize("unit", ["1-", "Dr. ", "a-", "a@", "$1,", "etc. ", "+1 "])
+def test_cost_grows_linearly_with_hostile_text(unit: str) -> None:
+    """A text 4x longer costs about 4x (quadratic would be 16x): no rule rescans the text."""
+    short = _cpu_seconds(unit * 500)
+    long = _cpu_seconds(unit * 2000)
+    assert long < 9 * max(short, 1e-4), (unit, short, long)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "said"),
+    [
+        ("characters", "AB12C", "AB one two C"),
+        ("spell-out", "xk-4", "XK, four"),
+        ("telephone", "555-123-4567", "five five five, one two three, four five six seven"),
+        ("digits", "4521", "four five two one"),
+        ("cardinal", "1,250", "one thousand two hundred fifty"),
+        ("ordinal", "21", "twenty-first"),
+        ("ordinal", "3rd", "third"),
+        ("date", "4/5/2026", "April fifth, twenty twenty-six"),
+        ("cardinal", "many", None),
+        ("date", "soon", None),
+        ("unknown-kind", "5", None),
+    ],
+)
+def test_say_as_reads_a_fragment_as_asked(kind: str, text: str, said: str | None) -> None:
+    """The building block for SSML ``say-as`` (the markup layer decides when to use it)."""
+    assert say_as(kind, text) == said

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from .normalize import Piece, Rule, Scan
-from .numbers_en import DIGIT_WORDS, cardinal, digits
+from .numbers_en import DIGIT_WORDS, cardinal, digits, pairs
 from .tables_en import US_STATES
 
 __all__ = ["ID_RULES", "WEB_AND_PHONE_RULES", "spell"]
@@ -60,7 +60,8 @@ def _email(m: re.Match[str], scan: Scan) -> list[Piece]:
 
 
 def _url(m: re.Match[str], scan: Scan) -> list[Piece]:
-    address = re.sub(r"^https?://", "", m.group(), flags=re.IGNORECASE)
+    # the scheme and the query string are not said: "example dot com slash pricing"
+    address = re.sub(r"^https?://", "", m.group().split("?", 1)[0], flags=re.IGNORECASE)
     return [(m.start(), m.end(), _say_address(address.rstrip("/")))]
 
 
@@ -83,6 +84,10 @@ def _phone(m: re.Match[str], scan: Scan) -> list[Piece]:
     return [(m.start(), m.end(), said)]
 
 
+def _star(m: re.Match[str], scan: Scan) -> list[Piece]:
+    return [(m.start(), m.end(), "star " + digits(m["n"]))]  # "*67": a phone service code
+
+
 def _hash(m: re.Match[str], scan: Scan) -> list[Piece]:
     n = m["n"]
     said = cardinal(int(n)) if len(n) <= 2 and n[0] != "0" else digits(n)
@@ -90,10 +95,18 @@ def _hash(m: re.Match[str], scan: Scan) -> list[Piece]:
 
 
 def _number_word(m: re.Match[str], scan: Scan) -> list[Piece]:
-    return [(m.start(), m.end(), "number" if m.group()[0] == "N" or m.group()[0] == "n" else "")]
+    """ "No. 5": number five ("Nos. 5-7": numbers)."""
+    return [(m.start(), m.end(), "numbers" if m.group().lower() == "nos." else "number")]
 
 
-_ID_NEEDS_MARK = frozenset({"order", "customer", "member", "account", "case", "room"})
+# cues that are ordinary words in lower case ("order 100 units", "in case 200 come"): an id
+# only with a mark ("order #", "order number:") or capitalised ("Case 5567", "Room 204")
+_ID_NEEDS_MARK = frozenset(
+    {"order", "customer", "member", "account", "case", "room", "unit", "gate", "suite"}
+)
+
+
+_SAID_IN_PAIRS = frozenset({"room", "suite", "gate", "unit", "apartment", "apt."})
 
 
 def _id(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -103,8 +116,12 @@ def _id(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     mark = m["mark"] or ""
     cue = m["cue"]
     if not mark.strip() and (cue.lower() == "order" or (cue in _ID_NEEDS_MARK)):
-        return None  # "order 100 units", "in case 200 come": counts, not ids
-    pieces = [(m.start("code"), m.end("code"), spell(code))]
+        return None
+    if cue.lower() in _SAID_IN_PAIRS and code.isdigit():
+        said = pairs(code)  # "Room 204": two oh four
+    else:
+        said = spell(code)
+    pieces = [(m.start("code"), m.end("code"), said)]
     if m["mark"] and re.search(r"#|[Nn]o\.|[Nn]um\.", mark):
         pieces.append((m.start("mark"), m.end("mark"), "number"))
     return pieces
@@ -120,10 +137,16 @@ def _zip(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 _UNIT_LIKE = re.compile(r"\d+(?:GB|MB|KB|TB|GHz|MHz|kHz|Hz|AM|PM|K|M|B|BN|W|V|L|T)")
 
 
+_VANITY = re.compile(r"(?:1-)?8\d\d-[A-Z]{3,}")
+
+
 def _code(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     code = m.group()
     if _UNIT_LIKE.fullmatch(code):
         return None
+    if _VANITY.fullmatch(code):  # "1-800-FLOWERS": one, eight hundred, Flowers
+        *groups, word = code.split("-")
+        return [(m.start(), m.end(), ", ".join([*map(_digit_group, groups), word.capitalize()]))]
     head = code.split("-", 1)[0]
     if "-" in code and len(head) >= 4 and head.isalpha():  # "COVID-19": a name and a number
         return None
@@ -133,41 +156,61 @@ def _code(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 WEB_AND_PHONE_RULES = [
     Rule(
         "email",
-        r"(?<![\w.+-])[A-Za-z0-9][\w.+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])",
+        r"(?<![\w.+-])[A-Za-z0-9][\w.+-]{0,63}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+        r"\.[A-Za-z]{2,24}(?![\w-])",
         _email,
+        first=r"A-Za-z0-9",
     ),
     Rule(
         "url",
-        r"(?<![\w@.])(?:(?:https?://|www\.)(?:[\w-]+\.)+[A-Za-z]{2,}|(?:[\w-]+\.)+(?:"
-        + _TLD
-        + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?(?![\w-])",
+        # labels bounded as DNS bounds them: no start in a long word scans to its end
+        r"(?<![\w@.])(?:(?:https?://|www\.)(?:[\w-]{1,63}\.){1,8}[A-Za-z]{2,24}"
+        r"|(?:[\w-]{1,63}\.){1,8}(?:" + _TLD + r"))(?::\d+)?(?:/(?:[\w~%+-]|[./](?=[\w~%+-]))*)?"
+        r"(?:\?[\w=&%+-]+(?:\.[\w=&%+-]+)*)?(?![\w-])",
         _url,
+        first=r"\w",
     ),
     Rule(
         "phone",
         r"(?<![\w+$€£¥.,/-])(?:\+?1[-. ])?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}"
         r"(?![\w-]|[.,]\d)",
         _phone,
+        first=r"\d+(",
     ),
-    Rule("phone_intl", r"(?<![\w+])\+\d{1,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|[.,]\d)", _phone),
-    Rule("phone_local", r"(?<![\w.,/$-])\d{3}-\d{4}(?![\w-]|[.,]\d)", _phone),
+    Rule(
+        "phone_intl", r"(?<![\w+])\+\d{1,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|[.,]\d)", _phone, first=r"+"
+    ),
+    Rule("phone_local", r"(?<![\w.,/$-])\d{3}-\d{4}(?![\w-]|[.,]\d)", _phone, first=r"\d"),
+    # card and account numbers written in groups of four: "4111 1111 1111 1111"
+    Rule(
+        "digit_groups",
+        r"(?<![\w.,])\d{4}(?:[ -]\d{4}){2,4}(?![\w-]|[.,]\d)",
+        _phone,
+        first=r"\d",
+    ),
 ]
 
 ID_RULES = [
-    Rule("hash", r"(?<![\w&#])#\s?(?P<n>\d+)(?!\w)", _hash),
-    Rule("number_abbreviation", r"\b(?:No|no|Nos|nos|Num|num)\.(?=\s?\d)", _number_word),
+    Rule("star_code", r"(?<![\w*])\*(?P<n>\d{2,3})(?!\w)", _star, first=r"*"),
+    Rule("hash", r"(?<![\w&#])#\s?(?P<n>\d+)(?!\w)", _hash, first=r"#"),
+    Rule(
+        "number_abbreviation", r"\b(?:No|no|Nos|nos|Num|num)\.(?=\s?\d)", _number_word, first=r"Nn"
+    ),
     Rule(
         "id",
         r"\b(?P<cue>(?i:order|confirmation|tracking|reference|ref|account|invoice|ticket|booking"
         r"|policy|claim|case|transaction|member|customer|reservation|serial|PIN|zip|zip code"
-        r"|postal code|extension|ext\.|ending in|room))(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
+        r"|postal code|extension|ext\.?|ending in|room|suite|gate|unit|apartment|apt\.))"
+        r"(?P<mark>\s?#|\s(?i:number|no\.|num\.|id"
         r"|code))?(?::|\sis)?\s?(?P<code>[A-Z0-9](?:[A-Z0-9-]*[A-Z0-9])?)(?![\w-])",
         _id,
+        first=r"A-Za-z",
     ),
-    Rule("zip", r"(?<=[A-Z]{2}\s)(?P<zip>\d{5})(?:-(?P<plus>\d{4}))?(?![\w-])", _zip),
+    Rule("zip", r"(?<=[A-Z]{2}\s)(?P<zip>\d{5})(?:-(?P<plus>\d{4}))?(?![\w-])", _zip, first=r"\d"),
     Rule(
         "code",
         r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]+(?:-[A-Z0-9]+)*(?![\w-])",
         _code,
+        first=r"A-Z0-9",
     ),
 ]

@@ -107,16 +107,46 @@ def _date_dash(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     return [(m.start("d"), m.end("d"), "to"), (m.start("day"), m.end(), ordinal(day))]
 
 
+_TIME_ZONE_AFTER = re.compile(
+    r"\s+(?:Eastern|Central|Mountain|Pacific|Atlantic|Alaska|Hawaii|GMT|UTC|BST|CET|CEST|IST"
+    r"|[ECMPA][SD]?T)\b"
+)
+
+
 def _meridiem(m: re.Match[str], scan: Scan) -> Piece:
     written = m["ap"]
     said = "AM" if written[0] in "aA" else "PM"
-    if written.endswith(".") and sentence_ends_after(scan.text, m.end("ap")):
+    end = m.end("ap")
+    if (
+        written.endswith(".")
+        and sentence_ends_after(scan.text, end)
+        and not _TIME_ZONE_AFTER.match(scan.text, end)
+    ):
         said += "."
     return (m.start("ap"), m.end("ap"), said)
 
 
 def _hour(h: int) -> str:
     return "zero" if h == 0 else cardinal(h)
+
+
+def _duration(hours: int, minutes: int, seconds: int) -> str:
+    parts = [
+        f"{cardinal(value)} {name}" + ("" if value == 1 else "s")
+        for value, name in ((hours, "hour"), (minutes, "minute"), (seconds, "second"))
+        if value
+    ]
+    if not parts:
+        return "zero seconds"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _compact_duration(m: re.Match[str], scan: Scan) -> list[Piece] | None:
+    """ "1h30m", "2h 15m", "5m30s": hours, minutes and seconds run together."""
+    values = [int(m[g]) if m[g] else 0 for g in ("h", "m", "s")]
+    if sum(1 for v in (m["h"], m["m"], m["s"]) if v) < 2:
+        return None
+    return [(m.start(), m.end(), _duration(*values))]
 
 
 def _clock(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -129,6 +159,10 @@ def _clock(m: re.Match[str], scan: Scan) -> list[Piece] | None:
             return None
         said = f"{cardinal(h)} minutes and {cardinal(mi)} second" + ("" if mi == 1 else "s")
         return [(m.start(), m.end("m"), said)]
+    if sec is not None and not m["ap"]:  # "1:30:00", "2:05:30": how long, not what time
+        return [(m.start(), m.end("s"), _duration(h, mi, sec))]
+    if h == 0 and len(m["h"]) == 1 and not m["ap"]:  # "0:45": forty-five seconds
+        return [(m.start(), m.end("m"), _duration(0, 0, mi))]
     if mi == 0 and not m["ap"]:
         # 24-hour times are said "seventeen hundred"; "00:00" is midnight
         said = "midnight" if h in (0, 24) else _hour(h) + (" hundred" if h > 12 else " o'clock")
@@ -163,18 +197,21 @@ DATE_RULES = [
         r"(?<![\w.-])(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?![\w-]|[.,]\d)",
         _iso,
         "date",
+        first=r"\d",
     ),
     Rule(
         "date_numeric",
         r"(?<![\w./-])(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}|\d{2})(?![\w/]|[.,]\d)",
         _numeric,
         "date",
+        first=r"\d",
     ),
     Rule(
         "date_numeric_dash",
         r"(?<![\w./-])(?P<a>\d{1,2})-(?P<b>\d{1,2})-(?P<y>\d{4})(?![\w-]|[.,]\d)",
         _numeric,
         "date",
+        first=r"\d",
     ),
     Rule(
         "weekday",
@@ -182,6 +219,7 @@ DATE_RULES = [
         rf"(?=,?\s+(?:{_MONTH}\b|\d))",
         _weekday,
         "date",
+        first=r"MTWFS",
     ),
     Rule(
         "month_day",
@@ -189,6 +227,7 @@ DATE_RULES = [
         r"(?:,?\s(?P<year>\d{4})(?![\w]|[.,]\d))?",
         _month_day,
         "date",
+        first=r"JFMASOND",
     ),
     Rule(
         "day_month",
@@ -196,26 +235,38 @@ DATE_RULES = [
         r"(?:,?\s(?P<year>\d{4})(?![\w]|[.,]\d))?",
         _day_month,
         "date",
+        first=r"\d",
     ),
     Rule(
         "date_dash",
         r"(?<=\w)\s?(?P<d>[-\u2013])\s?(?P<day>\d{1,2})(?:st|nd|rd|th)?(?![\w:]|[.,]\d)",
         _date_dash,
         "date",
+        first=r"\s\-\u2013",
     ),
 ]
 
 TIME_RULES = [
     Rule(
+        "compact_duration",
+        r"(?<![\w.])(?:(?P<h>\d{1,3})\s?h(?:rs?)?\s?)?(?:(?P<m>\d{1,3})\s?m(?:in)?\s?)?"
+        r"(?:(?P<s>\d{1,3})\s?s(?:ec)?)?(?!\w)(?<=[hmnsc])",
+        _compact_duration,
+        "time",
+        first=r"\d",
+    ),
+    Rule(
         "clock",
         r"(?<![\w.:$/])(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?(?:\s?" + _AP + r")?(?![\d:])",
         _clock,
         "time",
+        first=r"\d",
     ),
     Rule(
         "hour_meridiem",
         r"(?<![\w.:$/])(?P<h>\d{1,2})\s?" + _AP + r"(?!\w)",
         _hour_meridiem,
         "time",
+        first=r"\d",
     ),
 ]

@@ -33,9 +33,15 @@ def roman_value(numeral: str) -> int:
     return total
 
 
+_CLAUSE_END = re.compile(r"[\"')\]]*(?:$|[.,;:!?])")
+_TEXT_END = re.compile(r"[\"')\]]*\s*(?:$|\n)")
+_START_OF_SENTENCE = re.compile(r"(?:^|[.!?]\s+)[\"'(]?$")
+_FIRST_WORD = re.compile(r"(?:^|[.!?]\s+)[\"'(]?\S+\s+$")
+
+
 def _lone_i_is_pronoun(m: re.Match[str], text: str) -> bool:
     """ "Elizabeth I" is a queen at the end of a clause; "Elizabeth I think" is a pronoun."""
-    return m["num"] == "I" and re.match(r"[\"')\]]*(?:$|[.,;:!?])", text[m.end() :]) is None
+    return m["num"] == "I" and _CLAUSE_END.match(text, m.end()) is None
 
 
 def _regnal(m: re.Match[str], scan: Scan) -> list[Piece] | None:
@@ -51,6 +57,7 @@ def _roman_cardinal(m: re.Match[str], scan: Scan) -> list[Piece] | None:
 _HOUSE_NUMBER_BEFORE = re.compile(r"\d+[A-Za-z]?\s+(?:[A-Z][a-z]+\.?\s+){1,3}$")
 _CAPITAL_AFTER = re.compile(r"\s+[A-Z]")
 _ALWAYS_TITLE = frozenset({"Mr", "Mrs", "Ms", "Prof"})
+_TITLE_ANYWAY = frozenset({"Mr", "Mrs", "Ms", "Dr", "Prof"})
 _BARE_OK = frozenset({"Dr", "Mr", "Mrs", "Ms", "St", "Prof"})
 
 
@@ -60,9 +67,10 @@ def _title_or_street(m: re.Match[str], scan: Scan) -> list[Piece] | None:
     word, dot = m["t"], m["dot"] or ""
     before = previous_word(text, m.start())
     house = _HOUSE_NUMBER_BEFORE.search(text, max(0, m.start() - 60), m.start()) is not None
-    start_of_sentence = re.search(r"(?:^|[.!?]\s+)[\"'(]?$", text[: m.start()]) is not None
+    start = m.start()
+    start_of_sentence = _START_OF_SENTENCE.search(text, max(0, start - 8), start) is not None
     # "Visit St. Paul": the capital before starts the sentence, so it says nothing of a street
-    first_word = re.search(r"(?:^|[.!?]\s+)[\"'(]?\S+\s+$", text[: m.start()]) is not None
+    first_word = _FIRST_WORD.search(text, max(0, start - 40), start) is not None
     capital_before = before[:1].isupper() and not start_of_sentence
     if capital_before and first_word and not house:
         capital_before = False
@@ -80,6 +88,8 @@ def _title_or_street(m: re.Match[str], scan: Scan) -> list[Piece] | None:
         return [(m.start(), m.end(), said)]
     if word in TITLES and capital_after and (dot or word in _BARE_OK):
         return [(m.start(), m.end(), TITLES[word])]
+    if dot and word in _TITLE_ANYWAY:  # "Mr. and Mrs. Garcia"
+        return [(m.start(), m.end(), TITLES[word])]
     return None
 
 
@@ -90,7 +100,7 @@ def _abbreviation(m: re.Match[str], scan: Scan) -> list[Piece]:
     written = m.group()
     said = ABBREVIATIONS[written]
     if written.endswith(".") and not said.endswith("."):
-        at_end = re.match(r"[\"')\]]*\s*(?:$|\n)", scan.text[m.end() :]) is not None
+        at_end = _TEXT_END.match(scan.text, m.end()) is not None
         if at_end or (written in _KEEP_FINAL_DOT and sentence_ends_after(scan.text, m.end())):
             said += "."
     return [(m.start(), m.end(), said)]
@@ -107,8 +117,14 @@ def _symbol(m: re.Match[str], scan: Scan) -> list[Piece]:
         said = "hashtag"
     elif symbol == "<":
         said = "less than"
-    elif symbol == ">":
-        said = "greater than"
+    elif symbol.endswith(">"):
+        # "Settings > Privacy" is a path through menus; "5 > 3" a comparison
+        digit_near = (
+            text[m.start() - 1 : m.start()].isdigit() or text[m.end() + 1 : m.end() + 2].isdigit()
+        )
+        said = "greater than" if digit_near or not symbol.startswith(" ") else ","
+        if said != ",":
+            return [(m.end() - 1, m.end(), said)]
     elif symbol in "½¼¾⅓⅔⅛" and m.start() and text[m.start() - 1].isdigit():
         said = "and " + SYMBOLS[symbol].replace("one ", "a ", 1)
     else:
@@ -124,26 +140,30 @@ WORD_RULES = [
         "regnal",
         rf"\b(?:{alternation([*REGNAL_NAMES, *ORDINAL_CUES])})\s(?P<num>{_ROMAN})(?![\w'\u2019-])",
         _regnal,
+        first=r"A-Z",
     ),
     Rule(
         "roman_cardinal",
         rf"(?<![\w.])(?:{alternation(ROMAN_CARDINAL_CUES)})\s(?P<num>{_ROMAN})(?![\w'\u2019-])",
         _roman_cardinal,
+        first=r"A-Z",
     ),
     Rule(
         "title_or_street",
         rf"\b(?P<t>{alternation(_TITLE_WORDS)})(?P<dot>\.)?(?![\w'\u2019])",
         _title_or_street,
+        first=r"A-Z",
     ),
-    Rule("with", r"(?<![\w/])w/o?(?=[\s\w])", _with),
+    Rule("with", r"(?<![\w/])w/o?(?=[\s\w])", _with, first=r"w"),
     Rule(
         "abbreviation",
         rf"(?<![\w.])(?:{alternation(ABBREVIATIONS)})(?![\w'\u2019])",
         _abbreviation,
+        first=r"A-Za-z",
     ),
     Rule(
         "symbol",
-        rf"[{_SYMBOL_CHARS}]|#(?=[A-Za-z])|~(?=\s?\d)|(?<=\s)[<>](?=\s)",
+        rf"[{_SYMBOL_CHARS}]|#(?=[A-Za-z])|~(?=\s?\d)|(?<=\s)<(?=\s)|(?<=\S)\s>(?=\s)",
         _symbol,
     ),
 ]

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Literal
 
+from lmnt_local.server.text.en import say_as
+
 __all__ = [
     "MAX_BREAK_SECONDS",
     "Pause",
@@ -511,8 +513,15 @@ def _interpret(
             return "ipa", attrs["ph"].strip().strip("/[]")
         return None
     how = attrs.get("interpret-as", "").strip().lower()
+    if how == "date" and attrs.get("format"):
+        date = _date(content, attrs["format"])
+        return ("text", date) if date is not None else None
     if how in ("characters", "spell-out", "verbatim"):
+        # a letter a word ("C A T"): an engine reads "CAT" or "AB" as a word, not letters
         return "said", _letters(content)
+    said = say_as(how, content)  # the normaliser's English readings
+    if said is not None:
+        return "said", said
     if how in ("telephone", "phone"):
         return "said", _telephone(content)
     if how == "date":

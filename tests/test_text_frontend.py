@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lmnt_local.server import LocalLMNTServer
 from lmnt_local.server.config import ServerConfig
 from lmnt_local.server.engines import ToneEngine
-from lmnt_local.server.engines.base import WordTiming
+from lmnt_local.server.engines.base import EngineChunk, WordTiming
 from lmnt_local.server.text.frontend import Spoken, TextFrontEnd, prepare
 from lmnt_local.server.text.lexicon import Lexicon, LexiconError, ipa_to_respelling
 from lmnt_local.server.text.markup import (
@@ -469,3 +471,31 @@ async def test_a_token_split_across_messages_is_read_whole(
         whole = await _stream_pieces(srv.ws_url, ["".join(pieces)])
     assert split == whole
     assert split[1] == words
+
+
+class _Counting:
+    """The tone engine, noting when a synthesis is closed (a reset must stop it at once)."""
+
+    def __init__(self) -> None:
+        self._tone = ToneEngine()
+        self.name = "counting"
+        self.voices = self._tone.voices
+        self.has_voice = self._tone.has_voice
+        self.closed = 0
+
+    async def synthesize(self, text: str, **kwargs: Any) -> AsyncIterator[EngineChunk]:
+        try:
+            async for chunk in self._tone.synthesize(text, **kwargs):
+                yield chunk
+        finally:
+            self.closed += 1
+
+
+@pytest.mark.parametrize("text", ["plain words here", "**marked** words here"])
+async def test_closing_the_frontend_closes_the_engine_at_once(text: str) -> None:
+    engine = _Counting()
+    frontend = TextFrontEnd(engine)  # type: ignore[arg-type]
+    chunks = frontend.synthesize(text, voice="ava", language="en", sample_rate=8000)
+    await anext(chunks)
+    await chunks.aclose()  # type: ignore[attr-defined]
+    assert engine.closed == 1

@@ -14,7 +14,7 @@ front-end costs a plain sentence a few regular-expression scans and nothing else
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -242,10 +242,12 @@ class TextFrontEnd:
         segments = self.prepare(text, self._language(voice, language)) if text.strip() else []
         if not segments or _unchanged(text, segments):
             # nothing to change (or whitespace only): the engine's own call, chunk for chunk
-            async for chunk in _engine_chunks(
-                self.engine, text, voice, language, sample_rate, speed, seed
-            ):
-                yield chunk
+            own = _engine_chunks(self.engine, text, voice, language, sample_rate, speed, seed)
+            try:
+                async for chunk in own:
+                    yield chunk
+            finally:  # closed now, not by the garbage collector: a reset stops the engine
+                await own.aclose()
             return
         offset = 0.0  # seconds of audio yielded so far
         quiet = 0  # silent samples at the end of what was yielded (an engine's own end pause)
@@ -262,19 +264,23 @@ class TextFrontEnd:
             words = _WordMapper(text, segment)
             base = offset  # engine word times count from the first sample of this call
             held: list[bytes] = []
-            async for chunk in _engine_chunks(
+            chunks = _engine_chunks(
                 self.engine, segment.text, voice, language, sample_rate, pace, seed
-            ):
-                ready = words.feed(chunk.words, base)
-                held.append(chunk.pcm)
-                if not words.open_group:
-                    pcm = b"".join(held)
-                    held.clear()
-                    quiet = _quiet_tail(pcm, quiet)
-                    yield EngineChunk(pcm, tuple(ready))
-                    offset += len(pcm) / 2 / sample_rate
-                elif ready:
-                    words.carry(ready)
+            )
+            try:
+                async for chunk in chunks:
+                    ready = words.feed(chunk.words, base)
+                    held.append(chunk.pcm)
+                    if not words.open_group:
+                        pcm = b"".join(held)
+                        held.clear()
+                        quiet = _quiet_tail(pcm, quiet)
+                        yield EngineChunk(pcm, tuple(ready))
+                        offset += len(pcm) / 2 / sample_rate
+                    elif ready:
+                        words.carry(ready)
+            finally:
+                await chunks.aclose()
             tail = words.finish()
             pcm = b"".join(held)
             if pcm or tail:
@@ -310,7 +316,7 @@ async def _engine_chunks(
     sample_rate: int,
     speed: float,
     seed: int | None,
-) -> AsyncIterator[EngineChunk]:
+) -> AsyncGenerator[EngineChunk, None]:
     chunks = engine.synthesize(
         text, voice=voice, language=language, sample_rate=sample_rate, speed=speed, seed=seed
     )

@@ -14,29 +14,18 @@ beside the figures: on a shared machine they are only as quiet as it was.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, cpu_count_note, ensure_package, percentile, table
+from _common import REPO, cpu_model, ensure_package, load_note, percentile, table
 
 ensure_package()
 
 from lmnt_local.server.text import normalize
 
 CORPUS = REPO / "tests" / "data" / "text_corpus.tsv"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def sentences() -> list[str]:
@@ -92,7 +81,8 @@ def main() -> None:
                     f"{max(samples):.0f}",
                 ]
             )
-    print(f"# Text front-end: normalize() per sentence\n\n{cpu_model()}; {cpu_count_note()}\n")
+    print("# Text front-end: normalize() per sentence\n")
+    print(f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}\n")
     headers = [
         "set",
         "clock",

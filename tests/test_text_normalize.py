@@ -10,6 +10,8 @@ category, before (the text passed as written) and after.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -241,3 +243,14 @@ def test_cost_grows_linearly_with_hostile_text(unit: str) -> None:
 def test_say_as_reads_a_fragment_as_asked(kind: str, text: str, said: str | None) -> None:
     """The building block for SSML ``say-as`` (the markup layer decides when to use it)."""
     assert say_as(kind, text) == said
+
+
+def test_the_engines_import_segment_without_compiling_the_rules() -> None:
+    """The rules compile when the normaliser is first used, not when an engine imports."""
+    code = (
+        "import sys, lmnt_local.server.text.segment\n"
+        "assert 'lmnt_local.server.text.en' not in sys.modules\n"
+        "from lmnt_local.server.text import normalize\n"
+        "assert normalize('$5').spoken == 'five dollars'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

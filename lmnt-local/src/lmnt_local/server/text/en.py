@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import re
 
-from .en_codes import ID_RULES, WEB_AND_PHONE_RULES, spell
-from .en_dates import DATE_RULES, TIME_RULES, month_name, previous_word
-from .en_money import MONEY_RULES, adjectival
-from .en_words import WORD_RULES
-from .normalize import Normalized, Piece, Rule, RuleSet, Scan, alternation, register
-from .numbers_en import (
+from lmnt_local.server.text.en_codes import ID_RULES, WEB_AND_PHONE_RULES, spell
+from lmnt_local.server.text.en_dates import DATE_RULES, TIME_RULES, month_name, previous_word
+from lmnt_local.server.text.en_money import MONEY_RULES, adjectival
+from lmnt_local.server.text.en_words import WORD_RULES
+from lmnt_local.server.text.normalizer import (
+    Normalized,
+    Piece,
+    Rule,
+    RuleSet,
+    Scan,
+    alternation,
+    register,
+)
+from lmnt_local.server.text.numbers_en import (
     cardinal,
     digits,
     fraction,
@@ -25,7 +33,7 @@ from .numbers_en import (
     plural,
     year,
 )
-from .tables_en import (
+from lmnt_local.server.text.tables_en import (
     ATTACHED_ONLY_UNITS,
     MONTHS,
     UNITS,

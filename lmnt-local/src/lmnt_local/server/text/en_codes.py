@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from .normalize import Piece, Rule, Scan
-from .numbers_en import DIGIT_WORDS, cardinal, digits, pairs
-from .tables_en import US_STATES
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan
+from lmnt_local.server.text.numbers_en import DIGIT_WORDS, cardinal, digits, pairs
+from lmnt_local.server.text.tables_en import US_STATES
 
 __all__ = ["ID_RULES", "WEB_AND_PHONE_RULES", "spell"]
 

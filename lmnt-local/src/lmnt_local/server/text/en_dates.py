@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 
-from .normalize import Piece, Rule, Scan
-from .numbers_en import cardinal, ordinal, year
-from .tables_en import MONTHS, WEEKDAYS
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan
+from lmnt_local.server.text.numbers_en import cardinal, ordinal, year
+from lmnt_local.server.text.tables_en import MONTHS, WEEKDAYS
 
 __all__ = ["DATE_RULES", "TIME_RULES", "month_name", "previous_word", "sentence_ends_after"]
 

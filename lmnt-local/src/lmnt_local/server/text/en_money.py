@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from .normalize import Piece, Rule, Scan, alternation
-from .numbers_en import cardinal, decimal, number
-from .tables_en import CURRENCIES, PER, SCALES
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan, alternation
+from lmnt_local.server.text.numbers_en import cardinal, decimal, number
+from lmnt_local.server.text.tables_en import CURRENCIES, PER, SCALES
 
 __all__ = ["MONEY_RULES", "adjectival"]
 

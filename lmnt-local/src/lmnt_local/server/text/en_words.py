@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from .en_dates import previous_word, sentence_ends_after
-from .normalize import Piece, Rule, Scan, alternation
-from .numbers_en import cardinal, ordinal
-from .tables_en import (
+from lmnt_local.server.text.en_dates import previous_word, sentence_ends_after
+from lmnt_local.server.text.normalizer import Piece, Rule, Scan, alternation
+from lmnt_local.server.text.numbers_en import cardinal, ordinal
+from lmnt_local.server.text.tables_en import (
     ABBREVIATIONS,
     ORDINAL_CUES,
     REGNAL_NAMES,

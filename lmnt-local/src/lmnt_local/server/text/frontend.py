@@ -59,7 +59,7 @@ def _identity(text: str, language: str = "en") -> _Normalized:
 
 def _default_normalizer() -> Normalizer:
     """The normaliser registry (:mod:`.normalize`): English, and any language registered."""
-    from lmnt_local.server.text.normalize import normalize
+    from lmnt_local.server.text import normalize
 
     return normalize
 

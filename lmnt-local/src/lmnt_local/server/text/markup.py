@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Literal
 
-from lmnt_local.server.text.en import say_as
-
 __all__ = [
     "MAX_BREAK_SECONDS",
     "Pause",
@@ -519,6 +517,8 @@ def _interpret(
     if how in ("characters", "spell-out", "verbatim"):
         # a letter a word ("C A T"): an engine reads "CAT" or "AB" as a word, not letters
         return "said", _letters(content)
+    from lmnt_local.server.text.en import say_as  # on first use: its rules take a while
+
     said = say_as(how, content)  # the normaliser's English readings
     if said is not None:
         return "said", said

@@ -373,3 +373,26 @@ async def test_agent_sentences_are_said_as_meant(server: LocalLMNTServer) -> Non
         f"\nagent sentences said as meant: {share:.0%} of {len(AGENT_SENTENCES)}; missed: {missed}"
     )
     assert share >= 0.9, missed
+
+
+@pytest.mark.parametrize("engine_fixture", ["piper_engine", "hibari_engine"])
+async def test_each_neural_engine_reads_as_meant(
+    request: pytest.FixtureRequest, engine_fixture: str, tmp_path: Path
+) -> None:
+    """The same front-end before both neural voices: markup, the lexicon's IPA (hibari takes it
+    in misaki's notation, Piper as raw phonemes), LMNT, a price."""
+    engine = request.getfixturevalue(engine_fixture)
+    path = tmp_path / "lexicon.tsv"
+    path.write_text("gizmo\t/ˈfaɪv ˈdɑlɚz/\n", encoding="utf-8")
+    cases = [
+        ("It costs gizmo.", "it costs five dollars", "it costs gizmo"),
+        ("Welcome to LMNT.", "welcome to lament", "welcome to l m n t"),
+        ("The fee is $5.50.", "the fee is five dollars and fifty cents",
+         "the fee is dollar five point five zero"),
+        ("The total is **two** items.", "the total is two items",
+         "the total is asterisk asterisk two asterisk asterisk items"),
+    ]  # fmt: skip
+    async with LocalLMNTServer(engine, config=ServerConfig(lexicon=path)) as srv:
+        for written, meant, literal in cases:
+            audio = await speak(srv, written)
+            assert says(audio, meant, literal), (engine_fixture, written)

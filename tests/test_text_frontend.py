@@ -499,3 +499,27 @@ async def test_closing_the_frontend_closes_the_engine_at_once(text: str) -> None
     await anext(chunks)
     await chunks.aclose()  # type: ignore[attr-defined]
     assert engine.closed == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "said"),
+    [
+        ("lmnt_local.server.engines.piper", "PiperEngine", "[[ˈfaɪv]] [[ˈdɑlɚz]]"),
+        ("lmnt_local.server.engines.espeak", "EspeakEngine", "[['faIv]] [['dA:l3z]]"),
+        ("lmnt_local.server.engines.hibari", "HibariEngine", "[w](/fˈIv/) [w](/dˈɑləɹz/)"),
+    ],
+)
+def test_engines_take_ipa_in_their_own_notation(module: str, cls: str, said: str) -> None:
+    """The lexicon's IPA reaches each engine as phonemes it reads (one block per word)."""
+    import importlib
+
+    try:
+        engine_class = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        pytest.skip(f"{cls} is not installed: {exc}")
+    segments = prepare(
+        "It costs gizmo.",
+        lexicon=Lexicon({"gizmo": "/ˈfaɪv ˈdɑlɚz/"}),
+        ipa=engine_class.phoneme_markup,
+    )
+    assert isinstance(segments[0], Spoken) and segments[0].text == f"It costs {said}."

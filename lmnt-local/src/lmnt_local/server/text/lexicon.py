@@ -27,7 +27,14 @@ from pathlib import Path
 
 from lmnt_local.server.text.markup import Run, Span
 
-__all__ = ["BUILTIN", "Lexicon", "LexiconError", "ipa_to_espeak", "ipa_to_respelling"]
+__all__ = [
+    "BUILTIN",
+    "Lexicon",
+    "LexiconError",
+    "ipa_to_espeak",
+    "ipa_to_misaki",
+    "ipa_to_respelling",
+]
 
 #: Entries every server has (a lexicon file may override them).
 BUILTIN: dict[str, str] = {"lmnt": "lament"}  # any case: "LMNT", "Lmnt"
@@ -320,3 +327,56 @@ def ipa_to_espeak(ipa: str) -> str:
             out.append(char if char in _ESPEAK_PLAIN else " " if char.isspace() else "")
             i += 1
     return "".join(out)
+
+
+# -- IPA to misaki's phonemes (hibari's inline "[word](/phonemes/)") --------------------------
+
+_IPA_MISAKI = sorted(
+    {
+        "aɪ": "I",
+        "eɪ": "A",
+        "oʊ": "O",
+        "əʊ": "O",
+        "aʊ": "W",
+        "ɔɪ": "Y",
+        "dʒ": "ʤ",
+        "tʃ": "ʧ",
+        "g": "ɡ",
+        "r": "ɹ",
+        "ɝ": "ɜɹ",
+        "ɚ": "əɹ",
+        "e": "A",
+        "o": "O",
+        ".": "",
+    }.items(),
+    key=lambda item: -len(item[0]),
+)
+_MISAKI_VOWELS = frozenset("aeiouæɑɒɔəɛɜɪʊʌAIOWYᵻɐ")
+
+
+def ipa_to_misaki(ipa: str) -> str:
+    """IPA in misaki's notation, which hibari's G2P takes inline: diphthongs and affricates as
+    one symbol ("aɪ" -> "I", "dʒ" -> "ʤ") and a stress mark just before its vowel, as misaki
+    writes them ("ˈfaɪv" -> "fˈIv")."""
+    symbols: list[str] = []
+    i = 0
+    while i < len(ipa):
+        for symbol, replacement in _IPA_MISAKI:
+            if ipa.startswith(symbol, i):
+                symbols.append(replacement)
+                i += len(symbol)
+                break
+        else:
+            symbols.append(ipa[i])
+            i += 1
+    out: list[str] = []
+    stress = ""
+    for symbol in "".join(symbols):
+        if symbol in "ˈˌ":
+            stress = symbol
+        elif symbol in _MISAKI_VOWELS and stress:
+            out.extend((stress, symbol))
+            stress = ""
+        else:
+            out.append(symbol)
+    return "".join(out) + stress

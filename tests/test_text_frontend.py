@@ -277,7 +277,20 @@ async def test_server_applies_the_frontend_on_every_api() -> None:
                 f"{srv.http_url}/v1/ai/speech", json=body, headers={"X-API-Key": "k"}
             ) as response:
                 reply = await response.json()
-        assert [w["text"] for w in reply["durations"]] == ["two"]
+            assert [w["text"] for w in reply["durations"]] == ["two"]
+            body = {
+                "model": "tts-1",
+                "input": "**two**",
+                "voice": "alloy",
+                "response_format": "pcm",
+            }
+            async with session.post(
+                f"{srv.http_url}/v1/audio/speech", json=body, headers={"Authorization": "Bearer k"}
+            ) as response:
+                assert response.status == 200, await response.text()
+                pcm = await response.read()
+        # OpenAI's API too (24 kHz s16le)
+        assert len(pcm) / 2 / 24000 == pytest.approx(tone.duration_of("two"), abs=0.01)
     async with LocalLMNTServer(tone, config=ServerConfig(text_frontend=False)) as srv:
         got = await stream(srv.ws_url, "**two**")
         assert len(got.audio) / 2 / 24000 == pytest.approx(tone.duration_of("**two**"), abs=0.01)

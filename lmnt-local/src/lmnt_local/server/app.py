@@ -188,7 +188,7 @@ class LocalLMNTServer:
             accounts=self.accounts,
         ).add_to(app)
         OpenAIRoutes(
-            self.engine,
+            self.speaker,
             self.config,
             self.api_keys,
             encoders=self._encoders,

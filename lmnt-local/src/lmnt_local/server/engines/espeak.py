@@ -56,6 +56,7 @@ _INITIALIZE_DONT_EXIT = 0x8000  # without it a bad data path calls exit(1) insid
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 0x1
 _ENDPAUSE = 0x1000  # a sentence-final pause after every Synth call: sentences join naturally
+_PHONEMES = 0x100  # [[ ]] holds phoneme mnemonics (the text front-end's IPA, converted)
 _PARAM_RATE = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
@@ -420,7 +421,14 @@ class _Utterance:
             runtime.active = self
             try:
                 status = runtime.lib.espeak_Synth(
-                    data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
+                    data,
+                    len(data) + 1,
+                    0,
+                    _POS_CHARACTER,
+                    0,
+                    _CHARS_UTF8 | _ENDPAUSE | _PHONEMES,
+                    None,
+                    None,
                 )
             finally:
                 runtime.active = None
@@ -704,6 +712,14 @@ class EspeakEngine:
             if listed is not None:
                 return listed
         return _DEFAULT_LANGUAGE_VOICE
+
+    @staticmethod
+    def phoneme_markup(ipa: str) -> str:
+        """IPA said as written, through espeak-ng's ``[[ ]]`` phoneme input (converted to its
+        mnemonics); one block per word, so each word keeps its own timing."""
+        from lmnt_local.server.text.lexicon import ipa_to_espeak
+
+        return " ".join(f"[[{ipa_to_espeak(word)}]]" for word in ipa.split())
 
     async def synthesize(
         self,

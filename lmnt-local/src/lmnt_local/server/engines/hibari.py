@@ -335,6 +335,14 @@ class HibariEngine:
 
     # -- speaking --------------------------------------------------------------------------
 
+    @staticmethod
+    def phoneme_markup(ipa: str) -> str:
+        """IPA said as written, through hibari's inline pronunciation ("[word](/phonemes/)",
+        misaki's notation); one per word, so each word keeps its own timing."""
+        from lmnt_local.server.text.lexicon import ipa_to_misaki
+
+        return " ".join(f"[w](/{ipa_to_misaki(word)}/)" for word in ipa.split())
+
     async def synthesize(
         self,
         text: str,

@@ -384,6 +384,13 @@ class PiperEngine:
 
     # -- speaking --------------------------------------------------------------------------
 
+    @staticmethod
+    def phoneme_markup(ipa: str) -> str:
+        """IPA said as written, through Piper's raw-phoneme input (its phoneme ids are IPA
+        symbols, so a lexicon's IPA needs no conversion); one block per word, so every word
+        of the text stays a whitespace token with its own timing."""
+        return " ".join(f"[[{word}]]" for word in ipa.split())
+
     async def synthesize(
         self,
         text: str,

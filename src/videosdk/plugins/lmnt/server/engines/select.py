@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import SpeechEngine
+from .store import existing_dirs
 from .tone import ToneEngine
 
 __all__ = ["ENGINE_NAMES", "EngineUnavailable", "best_engine", "make_engine"]
@@ -35,7 +36,8 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
     """The engine called ``name`` (one of :data:`ENGINE_NAMES`), or ``EngineUnavailable``.
 
     ``voice_dirs``: directories of Piper voices (``.onnx`` + ``.onnx.json``) for the neural
-    engine, offered besides any voice installed as a package.
+    engine, offered besides any voice installed as a package and the fetched voices
+    (:mod:`.store`, read by default).
     """
     if name == "auto":
         return best_engine(voice_dirs=voice_dirs)
@@ -54,7 +56,7 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
             raise EngineUnavailable(
                 f"the neural engine needs piper-tts ({exc}): {_HINTS['neural']}"
             ) from None
-        engine = PiperEngine(voice_dirs=voice_dirs)
+        engine = PiperEngine(voice_dirs=[*existing_dirs("piper"), *voice_dirs])
         if not engine.voices():
             raise EngineUnavailable(f"no Piper voice is installed: {_HINTS['neural']}")
         return engine
@@ -62,15 +64,18 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
 
 
 def best_engine(*, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
-    """Piper when it and a voice are installed, else espeak-ng, else the test tone."""
+    """Every installed engine behind one router (:class:`.router.RouterEngine`: neural voices
+    first, espeak-ng for the languages they do not speak), else the test tone."""
+    engines: list[SpeechEngine] = []
     for name in ("neural", "espeak"):
         try:
-            engine = make_engine(name, voice_dirs=voice_dirs)
+            engines.append(make_engine(name, voice_dirs=voice_dirs))
         except EngineUnavailable as exc:
             log.info("local LMNT server: %s", exc)
-            continue
         except (RuntimeError, OSError) as exc:  # installed but broken: say so, speak anyway
             log.warning("local LMNT server: the %s engine does not start: %s", name, exc)
-            continue
-        return engine
-    return ToneEngine()
+    if not engines:
+        return ToneEngine()
+    from .router import RouterEngine
+
+    return RouterEngine(engines)

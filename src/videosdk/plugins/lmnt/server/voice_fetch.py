@@ -132,7 +132,11 @@ def _timeout() -> aiohttp.ClientTimeout:
 
 def _network_error(url: str, exc: BaseException) -> FetchError:
     host = url.split("/")[2] if "://" in url else url
-    reason = str(getattr(exc, "os_error", None) or exc) or type(exc).__name__
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.errno:
+        reason = os.strerror(os_error.errno).lower()  # "connection refused", not the noise
+    else:
+        reason = str(exc) or type(exc).__name__
     return FetchError(
         f"cannot reach {host} to fetch voices ({reason}); check the network, "
         f"or set ${HUB_ENV} to a mirror"

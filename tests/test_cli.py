@@ -165,7 +165,8 @@ def test_say_writes_speech_from_the_embedded_server(
     _assert_speech(pcm, len(PARAGRAPH.split()))
     assert len(pcm) // 2 % FRAME == 0
     err = capsys.readouterr().err
-    assert "speech engine: neural (Piper; voices en_US-joe-medium)" in err
+    # The auto engine names every engine and what speaks LMNT's names.
+    assert "speech engine: auto: " in err and "Piper (en_US-joe-medium" in err
     assert f"wrote {out}" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == [out], "no temporary file left behind"
 

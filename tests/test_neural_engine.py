@@ -341,12 +341,11 @@ except EngineUnavailable as exc:
 
 
 def test_pool_serves_the_earliest_deadline_first() -> None:
-    pytest.importorskip("piper")
     import threading
 
-    from videosdk.plugins.lmnt.server.engines.piper import _Pool
+    from videosdk.plugins.lmnt.server.engines.pool import InferencePool
 
-    pool = _Pool(1)
+    pool = InferencePool(1)
     gate = threading.Event()
     order: list[str] = []
     blocker = pool.submit(0.0, gate.wait)  # the one worker is busy until the gate opens

@@ -145,7 +145,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="speech engine: neural (Piper), espeak-ng, or the 440 Hz test tone "
+        help="speech engine: hibari, neural (Piper), espeak-ng, or the 440 Hz test tone "
         "(default auto: the best one installed, in that order)",
     )
     serve.add_argument(

@@ -19,7 +19,7 @@ from .protocol import STREAM_PATH
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT / SIGTERM, as shells report them
-ENGINES = ("auto", "neural", "espeak", "tone")
+ENGINES = ("auto", "hibari", "neural", "espeak", "tone")
 #: Placeholder key for servers that accept any non-empty key (the embedded one, a keyless
 #: ``lmnt-local serve``): a real key is never sent where it is not needed.
 LOCAL_KEY = "local"
@@ -47,8 +47,8 @@ def _engine(
     name: str, quiet: bool = False, voice_dirs: Sequence[Path] = (), announce: bool = True
 ) -> Any:
     """The engine for an embedded or served server, named on stderr (``announce``, unless
-    ``quiet``): ``auto`` is the best installed one (neural, espeak-ng, then the tone, with a
-    hint)."""
+    ``quiet``): ``auto`` is the best installed one (hibari, Piper, espeak-ng, then the tone,
+    with a hint)."""
     from .server.engines import EngineUnavailable, make_engine
 
     try:
@@ -83,9 +83,11 @@ def _describe_engine(engine: Any) -> str:
     describe = getattr(engine, "describe", None)
     if callable(describe):
         return str(describe())
-    if engine.name != "neural":
+    if engine.name not in ("neural", "hibari"):
         return str(engine.name)
     voices = [v for v in engine.voices() if "alias" not in v.tags]
+    if voices and engine.name == "hibari":
+        return f"hibari (voices {', '.join(v.id for v in voices)})"
     if voices:
         return f"neural (Piper; voices {', '.join(v.id for v in voices)})"
     return str(engine.name)

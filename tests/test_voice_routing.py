@@ -341,3 +341,14 @@ async def test_the_neural_engine_alone_skips_them_too(tmp_path: Path) -> None:
     ids = {v.id for v in engine.voices()}
     assert "en_US-cut-medium" not in ids and "en_US-badaudio-medium" not in ids
     assert "en_US-joe-medium" in ids and len(engine.problems) == 2
+
+
+def test_piper_genders_come_from_the_config_then_the_table() -> None:
+    from videosdk.plugins.lmnt.server.engines.genders import voice_gender
+
+    assert voice_gender("en_US-amy-medium", {}) == "female"
+    assert voice_gender("en_US-ryan-high", {}) == "male"
+    assert voice_gender("de_DE-thorsten-medium", {}) == "male"
+    assert voice_gender("en_US-libritts-high", {}) == "unknown"  # 904 speakers
+    assert voice_gender("en_US-ryan-high", {"gender": "Female"}) == "female"  # the config wins
+    assert voice_gender("xx_XX-nobody-low", {"gender": "robot"}) == "unknown"

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,9 @@ def _timeout() -> aiohttp.ClientTimeout:
 def _network_error(url: str, exc: BaseException) -> FetchError:
     host = url.split("/")[2] if "://" in url else url
     os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.errno:
+    if isinstance(os_error, socket.gaierror):
+        reason = f"the host name does not resolve: {os_error.strerror or os_error}"
+    elif isinstance(os_error, OSError) and os_error.errno and os_error.errno > 0:
         reason = os.strerror(os_error.errno).lower()  # "connection refused", not the noise
     else:
         reason = str(exc) or type(exc).__name__

@@ -331,6 +331,19 @@ def test_broken_voice_warnings_are_visible_without_verbose(
     assert "en_US-joe-medium" in out
 
 
+def test_a_broken_hibari_voice_file_is_named_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("hibari")
+    (tmp_path / "af_kore.int8.onnx").write_bytes(b"not a model")
+    assert main(["voices", "--voices", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    [warning] = [line for line in err.splitlines() if "warning: hibari" in line]
+    assert warning.startswith("lmnt-local: warning: hibari voice kore skipped")
+    assert str(tmp_path / "af_kore.int8.onnx") in warning
+    assert "kore" not in {line.split()[0] for line in out.splitlines()}
+
+
 async def test_the_neural_engine_alone_skips_them_too(tmp_path: Path) -> None:
     """``--engine neural`` (no router) is checked the same way."""
     pytest.importorskip("piper")

@@ -30,6 +30,26 @@ _HINTS = {
 }
 
 
+class _WarningsKept(logging.Handler):
+    """The warnings an engine logs while it looks for its voice files (a file skipped), kept
+    as its ``problems`` so the CLI prints them: library warnings are silent unless the
+    application configures logging."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> _WarningsKept:
+        log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        log.removeHandler(self)
+
+
 class EngineUnavailable(RuntimeError):
     """A forced engine is not installed; the message says what to install."""
 
@@ -58,7 +78,11 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
             raise EngineUnavailable(
                 f"the hibari engine needs hibari-tts ({exc}): {_HINTS['hibari']}"
             ) from None
-        return HibariEngine(voice_dirs=[*existing_dirs("hibari"), *voice_dirs])
+        with _WarningsKept() as kept:
+            hibari = HibariEngine(voice_dirs=[*existing_dirs("hibari"), *voice_dirs])
+        if not hasattr(hibari, "problems"):
+            hibari.problems = kept.lines  # type: ignore[attr-defined]
+        return hibari
     if name == "neural":
         try:
             from .piper import PiperEngine

@@ -83,6 +83,8 @@ def _catalogue(mirror: Mirror, model: bytes, config: dict[str, Any]) -> None:
         mirror.files[f"{PREFIX}/{base}.onnx.json"] = cfg
         if name == "cut":
             mirror.cut.add(f"{PREFIX}/{base}.onnx")
+        card = b"# Model card\n\n## Dataset\n\n* License: CC BY-NC-SA 4.0\n"
+        mirror.files[f"{PREFIX}/de/de_DE/{name}/medium/MODEL_CARD"] = card
         voices[key] = {
             "key": key,
             "name": name,
@@ -93,6 +95,10 @@ def _catalogue(mirror: Mirror, model: bytes, config: dict[str, Any]) -> None:
             "files": {
                 f"{base}.onnx": {"size_bytes": len(model), "md5_digest": _md5(model)},
                 f"{base}.onnx.json": {"size_bytes": len(cfg), "md5_digest": _md5(cfg)},
+                f"de/de_DE/{name}/medium/MODEL_CARD": {
+                    "size_bytes": len(card),
+                    "md5_digest": _md5(card),
+                },
             },
         }
     mirror.files[f"{PREFIX}/voices.json"] = json.dumps(voices).encode()
@@ -146,7 +152,9 @@ async def test_a_good_voice_is_installed_and_spoken_by_default(
     assert await _fetch("de_DE-good-medium") == 0
     err = capsys.readouterr().err
     assert "de_DE-good-medium: installed in" in err
+    assert "de_DE-good-medium: licence (from its MODEL_CARD): CC BY-NC-SA 4.0" in err
     assert _installed(tmp_path) == [
+        "piper/de_DE-good-medium.MODEL_CARD",
         "piper/de_DE-good-medium.onnx",
         "piper/de_DE-good-medium.onnx.json",
     ]

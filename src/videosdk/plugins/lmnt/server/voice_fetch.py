@@ -375,6 +375,21 @@ async def _install(
             with contextlib.suppress(OSError):
                 tmp.unlink()
     progress(f"{voice.name}: installed in {voice.files[0].dest.parent}")
+    licence = _licence(voice)
+    if licence:
+        progress(f"{voice.name}: licence (from its MODEL_CARD): {licence}")
+
+
+def _licence(voice: CatalogVoice) -> str | None:
+    """The ``License:`` line of a Piper voice's model card: what using its audio allows."""
+    for file in voice.files:
+        if file.dest.name.endswith(".MODEL_CARD"):
+            with contextlib.suppress(OSError):
+                for line in file.dest.read_text(encoding="utf-8", errors="replace").splitlines():
+                    head, _, value = line.strip(" *-").partition(":")
+                    if head.strip().lower() in ("license", "licence") and value.strip():
+                        return value.strip()[:200]
+    return None
 
 
 def _unknown(name: str, entries: Mapping[str, CatalogVoice]) -> str:

@@ -507,7 +507,37 @@ def load_upstream(version: str = UPSTREAM_VERSION) -> ModuleType:
 
 
 def cpu_count_note() -> str:
-    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {load_note()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {load_note()}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), so figures from different machines are told apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU model unknown"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process and its live children, in MB (/proc; None elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    total = 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            total = int(line.split()[1]) / 1024
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += rss_mb(int(child)) or 0.0
+    return total
 
 
 def load_note() -> str:

@@ -20,7 +20,7 @@ import pytest
 from videosdk.plugins.lmnt.cli import main
 from videosdk.plugins.lmnt.server import LocalLMNTServer
 
-from audio_helpers import median_voice_pitch, s16_array
+from audio_helpers import median_pitch, s16_array
 from env_helpers import subprocess_env
 from neural_helpers import stream
 
@@ -79,7 +79,7 @@ async def test_lmnt_names_speak_with_a_voice_of_their_gender() -> None:
         for name in LMNT_NAMES:
             got = await stream(srv.ws_url, SENTENCE, voice=name, sample_rate=RATE)
             assert got.audio and not got.errors(), name
-            pitch[name] = median_voice_pitch(bytes(got.audio), RATE)
+            pitch[name] = median_pitch(bytes(got.audio), RATE)
     for name, gender in LMNT_NAMES.items():
         assert listed[name]["gender"] == gender and "fallback" not in listed[name]["tags"]
     female = [pitch[n] for n in ("ava", "leah", "lily")]
@@ -200,7 +200,7 @@ async def test_a_language_no_neural_voice_speaks_is_spoken_by_espeak() -> None:
     )
     assert german.audio and not german.errors()
     assert float(abs(s16_array(bytes(german.audio)).astype(float)).max()) > 3000  # speech
-    assert 70 < median_voice_pitch(bytes(german.audio), RATE) < 150  # Morgan stays male
+    assert 70 < median_pitch(bytes(german.audio), RATE) < 150  # Morgan stays male
     assert english.audio and bytes(english.audio) != bytes(german.audio)
     [error] = refused.errors()
     assert "language: Input should be" in json.dumps(error) and not refused.audio

@@ -47,9 +47,10 @@ HUB_ENV = "LMNT_VOICES_HUB_URL"
 REVISION_ENV = "LMNT_PIPER_REVISION"
 _HUB = "https://huggingface.co"
 PIPER_REPO = "rhasspy/piper-voices"
-#: The catalogue revision every fetch reads (a tag of the hub repository; files are checked
-#: against its md5 digests, so a moved tag would fail the check rather than install).
-PIPER_REVISION = "v1.0.0"
+#: The catalogue revision every fetch reads: a commit of the hub repository (the one Gentoo's
+#: piper-voices package pins, 2025), so the catalogue and its md5 digests never move under a
+#: user; ``$LMNT_PIPER_REVISION`` picks another (a commit, a tag such as ``v1.0.0``, ``main``).
+PIPER_REVISION = "b23e00315cccfa7360b3a7f89b95da786efc4656"
 HIBARI_REPO = "maureesewilliams/hibari"
 HIBARI_REVISION = "main"  # pinned by the sha256 of each file below
 

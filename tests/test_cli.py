@@ -157,8 +157,8 @@ def _assert_speech(pcm: bytes, words: int) -> None:
 def test_say_writes_speech_from_the_embedded_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The default engine: the best installed, Piper's joe voice with the [test] extra (it
-    speaks at ~180 wpm, as espeak does, so the same pace bounds hold)."""
+    """The default engine: the best installed, hibari's heart voice with the [test] extra (it
+    speaks at a natural pace, so the same pace bounds as espeak's hold)."""
     out = tmp_path / "hello.wav"
     assert main(["say", PARAGRAPH, "-o", str(out)]) == 0
     pcm = _read_wav(out)

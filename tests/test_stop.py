@@ -153,6 +153,7 @@ def test_default_workers_follow_the_engine(monkeypatch: pytest.MonkeyPatch) -> N
         return int(args.workers)
 
     assert workers("--engine", "neural") == 1
+    assert workers("--engine", "hibari") == 1  # the same shared pool
     assert workers("--engine", "tone") == default_workers()
     assert workers("--engine", "neural", "--workers", "3") == 3
     monkeypatch.setenv("LMNT_WORKERS", "2")

@@ -33,7 +33,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,9 @@ def find_voices(voice_dirs: Sequence[Path] = ()) -> list[HibariVoiceFile]:
 
     found: dict[str, HibariVoiceFile] = {}
     directories = [Path(d) for d in voice_dirs]
+    for directory in directories:
+        if not directory.is_dir():
+            raise ValueError(f"voice directory {str(directory)!r} does not exist")
     cache = _cache_dir()
     if cache is not None and cache.is_dir():
         directories.append(cache)
@@ -238,7 +241,8 @@ class _Loaded:
                 current = f"{current} {part}" if current else part
         if current:
             chunks.append(current)
-        return [[p for p in c if p in self.vocab] for c in chunks if c.strip()]
+        kept = [[p for p in c if p in self.vocab] for c in chunks]
+        return [c for c in kept if any(not p.isspace() for p in c)]
 
 
 class HibariEngine:
@@ -273,7 +277,11 @@ class HibariEngine:
                 lmnt.name,
                 target.gender,
                 f"LMNT's {lmnt.name}, spoken here by hibari voice {target.id}"
-                + ("" if lmnt.gender == target.gender else f" ({target.gender})"),
+                + (
+                    ""
+                    if lmnt.gender == target.gender
+                    else f" ({target.gender}: no {lmnt.gender} voice)"
+                ),
                 tags=("alias", target.id),
                 language="en",
             )
@@ -336,9 +344,10 @@ class HibariEngine:
         check_speed(speed)
         target = self.resolve(voice, language)
         pieces = text_pieces(text)
-        render: Callable[[int, str], Rendered] = lambda index, piece: self._voice(  # noqa: E731
-            target
-        ).render(piece, speed, seed, index, sample_rate)
+
+        def render(index: int, piece: str) -> Rendered:
+            return self._voice(target).render(piece, speed, seed, index, sample_rate)
+
         async for chunk in speak_pieces(pieces, render, shared_pool(self._workers), sample_rate):
             yield chunk
 

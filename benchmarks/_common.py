@@ -54,6 +54,7 @@ def ensure_package() -> None:
     except ImportError:
         src = REPO / "src"
         sys.path.insert(0, str(src))
+        sys.path.insert(0, str(REPO / "lmnt-local" / "src"))
         parent = sys.modules.get("videosdk")
         if parent is not None and hasattr(parent, "__path__"):
             if str(src / "videosdk") not in list(parent.__path__):
@@ -344,7 +345,7 @@ def _server_main(spec: ServerSpec, conn: Any) -> None:
 
 
 async def _serve(spec: ServerSpec, conn: Any) -> None:
-    from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+    from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 
     ctx = server_ssl_context(spec.tls) if spec.tls is not None else None
     server = LocalLMNTServer(

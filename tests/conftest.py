@@ -35,7 +35,7 @@ def piper_engine() -> object:
     Skipped where Piper is not installed: the ``[test]`` extra installs it, so CI runs these.
     """
     pytest.importorskip("piper", reason="the neural engine needs the [neural] extra")
-    from videosdk.plugins.lmnt.server.engines import PiperEngine
+    from lmnt_local.server.engines import PiperEngine
 
     engine = PiperEngine()
     engine.load()
@@ -49,7 +49,7 @@ def hibari_engine() -> object:
     Skipped where hibari-tts is not installed: the ``[test]`` extra installs it.
     """
     pytest.importorskip("hibari", reason="the hibari engine needs the [hibari] extra")
-    from videosdk.plugins.lmnt.server.engines.hibari import HibariEngine
+    from lmnt_local.server.engines.hibari import HibariEngine
 
     engine = HibariEngine()
     engine.load()

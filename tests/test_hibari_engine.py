@@ -21,7 +21,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer
+from lmnt_local.server import LocalLMNTServer
 
 from asr_helpers import RATE as ASR_RATE
 from asr_helpers import SENTENCES, align, wer
@@ -187,7 +187,7 @@ def test_voice_files_are_found_in_hibaris_layout_and_checked(
     warning naming it.  (The registry gains a voice made of heart's own model: no download.)"""
     from hibari.voices import VOICES, voice_path
 
-    from videosdk.plugins.lmnt.server.engines import hibari as module
+    from lmnt_local.server.engines import hibari as module
 
     heart = Path(voice_path("heart"))
     digest = hashlib.sha256(heart.read_bytes()).hexdigest()
@@ -210,7 +210,7 @@ def test_voice_files_are_found_in_hibaris_layout_and_checked(
 
 
 def test_auto_prefers_hibari_and_engine_hibari_works() -> None:
-    from videosdk.plugins.lmnt.server.engines import best_engine, make_engine
+    from lmnt_local.server.engines import best_engine, make_engine
 
     auto = best_engine()  # the router over every engine: the female names speak with heart
     assert auto.route("ava", "auto").engine.name == "hibari"  # type: ignore[attr-defined]

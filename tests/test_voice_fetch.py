@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from videosdk.plugins.lmnt.cli import main
-from videosdk.plugins.lmnt.server.voice_fetch import HIBARI_VOICES, PIPER_REVISION
+from lmnt_local.cli.app import main
+from lmnt_local.server.voice_fetch import HIBARI_VOICES, PIPER_REVISION
 
 from neural_helpers import stream
 
@@ -162,8 +162,8 @@ async def test_a_good_voice_is_installed_and_spoken_by_default(
     assert "already installed" in capsys.readouterr().err
 
     # The server reads the directory without being told: German goes to the fetched voice.
-    from videosdk.plugins.lmnt.server import LocalLMNTServer
-    from videosdk.plugins.lmnt.server.engines import best_engine
+    from lmnt_local.server import LocalLMNTServer
+    from lmnt_local.server.engines import best_engine
 
     engine: Any = best_engine()
     async with LocalLMNTServer(engine=engine) as srv:

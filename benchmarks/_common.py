@@ -507,19 +507,19 @@ def load_upstream(version: str = UPSTREAM_VERSION) -> ModuleType:
     return module
 
 
-def cpu_count_note() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {load_note()}"
-
-
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), so figures from different machines are told apart."""
+    """The CPU's model name (a capacity figure without its CPU is no figure)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
     except OSError:
         pass
-    return "CPU model unknown"
+    return f"unknown CPU ({os.cpu_count()} cores)"
+
+
+def cpu_count_note() -> str:
+    return f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}"
 
 
 def rss_mb(pid: int) -> float | None:

@@ -382,7 +382,7 @@ async def main() -> None:
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget
     print(
-        f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"{cpu_model()}, load average {os.getloadavg()[0]:.2f}, "
         f"{args.workers} server worker(s); "
         f"{len(PARAGRAPH.split())}-word paragraph per session; legacy "
         f"protocol, pcm_s16le 24 kHz; {args.rounds} burst(s) of N sessions per level"

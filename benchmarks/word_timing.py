@@ -27,7 +27,7 @@ ensure_package()
 
 import numpy as np
 
-from videosdk.plugins.lmnt.server.engines import make_engine
+from lmnt_local.server.engines import make_engine
 
 from asr_helpers import RATE, SENTENCES, align
 

@@ -9,6 +9,7 @@ started (``lmnt-local`` or ``python -m lmnt_local``).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,7 +94,12 @@ def _describe_engine(engine: Any) -> str:
     return str(engine.name)
 
 
-def _note(message: str) -> None:
+def _note(message: str, level: int = logging.INFO) -> None:
+    """One ``lmnt-local: ...`` line on stderr, or a JSON log record under ``--log-format json``
+    (a log collector reading that stream must get JSON lines only)."""
+    if any(getattr(h.formatter, "json_lines", False) for h in logging.getLogger().handlers):
+        logging.getLogger("lmnt_local.cli").log(level, "%s", message)
+        return
     print(f"lmnt-local: {message}", file=sys.stderr, flush=True)
 
 

@@ -134,25 +134,30 @@ def allocate(
     active = natural > 0  # masked (zero) ids stay zero
     total = round(float(natural.sum()) / speed)
     floor = 1.0 if total >= int(active.sum()) else 0.0
-    if not weights[active].any():
+    if not (weights[active].sum() > 0):
         weights = active.astype(np.float64)
-    # Water-filling: a scale c with sum(max(floor, c * w)) == total over the active ids.
-    low, high = 0.0, max(total, 1) / max(float(weights[active].min(initial=1.0)), 1e-9)
-    high = max(high, total / max(float(weights[active].sum()), 1e-9) * 2 + 1)
-    for _ in range(60):
-        mid = (low + high) / 2
-        if float(np.maximum(floor, mid * weights[active]).sum()) < total:
-            low = mid
-        else:
-            high = mid
-    exact = np.where(active, np.maximum(floor, high * weights), 0.0)
+    weights = np.where(active, weights / weights[active].sum(), 0.0)
+    # Water-filling: phonemes whose share falls under the floor sit at it; the rest share what
+    # is left in proportion to their raw durations.  Each round can only add to the floored set.
+    floored = active & False
+    for _ in range(int(active.sum()) + 1):
+        free = active & ~floored
+        left = total - floor * int(floored.sum())
+        scale = left / weights[free].sum() if free.any() and weights[free].sum() > 0 else 0.0
+        under = free & (scale * weights < floor)
+        if not under.any():
+            break
+        floored |= under
+    exact = np.where(floored, floor, np.where(active, scale * weights, 0.0))
     whole = np.floor(exact).astype(np.int64)
     missing = total - int(whole.sum())
-    if missing > 0:  # the largest remainders get the frames left over
-        order = np.argsort(-(exact - whole), kind="stable")
-        whole[order[:missing]] += 1
+    remainder = np.where(active, exact - whole, -np.inf)
+    if missing > 0 and active.any():  # the largest remainders get the frames left over
+        order = np.argsort(-remainder, kind="stable")[: int(active.sum())]
+        whole[order] += missing // order.size
+        whole[order[: missing % order.size]] += 1
     elif missing < 0:
-        order = np.argsort(exact - whole, kind="stable")
+        order = np.argsort(np.where(active, exact - whole, np.inf), kind="stable")
         for index in order:
             if missing == 0:
                 break

@@ -19,13 +19,14 @@ then hibari's own cache directory, so a voice fetched with ``hibari --voice NAME
 ``HIBARI_HOME=DIR`` is found as well.  A file is used only if its size and sha256 match the
 registry: a truncated or foreign file is skipped with a warning naming it.
 
-Like :mod:`.piper`, a text is rendered sentence by sentence, a long sentence cut after its
-first clause, in the shared earliest-deadline-first pool (:mod:`.pool`).  The model is cut at
-its phoneme durations (:mod:`.durations`): the engine chooses the duration of every phoneme,
+Like the Piper engine (:mod:`lmnt_local.server.engines.piper`), a text is rendered sentence by
+sentence, a long sentence cut after its first clause, in the shared earliest-deadline-first
+pool (:mod:`lmnt_local.server.engines.pool`).  The model is cut at its phoneme durations
+(:mod:`lmnt_local.server.engines.durations`): the engine chooses the duration of every phoneme,
 which makes ``speed`` exact over LMNT's whole 0.25-2.0 (hibari itself offers 0.5-2.0 and
 rounds each phoneme to whole 25 ms steps of at least one, so its 2.0 is not twice as fast),
-and gives every word of the caller's text its time
-(:func:`lmnt_local.server.text.segment.word_times`).
+and gives every word of the caller's text its time (``word_times`` of
+:mod:`lmnt_local.server.text.segment`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from lmnt_local.server.text.segment import phoneme_owners, word_spans, word_time
 
 __all__ = ["HibariEngine", "HibariVoiceFile", "find_voices"]
 
-log = logging.getLogger("lmnt_local.server")
+log = logging.getLogger("videosdk.plugins.lmnt.server")
 
 _MIN_RATE, _MAX_RATE = 8000, 48000
 #: The graph's tensors either side of the rounding of the durations (hibari 0.2.x): the raw

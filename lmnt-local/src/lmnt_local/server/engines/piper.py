@@ -4,17 +4,17 @@ Natural speech with pip alone: ``piper-tts`` runs the model, ``joe-us-piper-voic
 American English voice as a wheel, and any directory of Piper voices (``NAME.onnx`` with its
 ``NAME.onnx.json``, as the Piper project publishes them) adds more, each voice id its file stem.
 
-Piper renders a whole piece of text before any of its audio exists, so a text is spoken piece
-by piece: sentences, and a long sentence cut after its first clause
+Piper renders a whole piece of text before any of its audio exists, so a text is spoken piece by
+piece: sentences, and a long sentence cut after its first clause
 (:mod:`lmnt_local.server.text.segment`), so the first audio comes after the shortest useful
-piece.  Inference runs in the shared pool of
-:mod:`.pool` (earliest deadline first), one piece of each call at a time.
+piece.  Inference runs in the shared pool of :mod:`lmnt_local.server.engines.pool` (earliest
+deadline first), one piece of each call at a time.
 
-The model is cut in memory at its phoneme durations (:mod:`.durations`, which needs ``onnx``
-from ``piper-tts[alignment]``): the engine shares out exactly ``1 / speed`` of the voice's own
-durations (``speed`` used to divide the length scale, whose rounding to whole frames made 2.0
-only 1.65x faster), and word timings come from those durations mapped back onto the words of
-the original text (``phoneme_owners``, ``word_times`` of
+The model is cut in memory at its phoneme durations (:mod:`lmnt_local.server.engines.durations`,
+which needs ``onnx`` from ``piper-tts[alignment]``): the engine shares out exactly ``1 / speed``
+of the voice's own durations (``speed`` used to divide the length scale, whose rounding to whole
+frames made 2.0 only 1.65x faster), and word timings come from those durations mapped back onto
+the words of the original text (``phoneme_owners`` and ``word_times`` of
 :mod:`lmnt_local.server.text.segment`): they sum to the audio exactly.
 
 Piper and its voice are GPL-3.0 (Piper embeds espeak-ng), hence an optional extra.
@@ -200,8 +200,9 @@ def find_voices(
 
 
 class _Loaded:
-    """A voice in memory: the model cut at its durations (:mod:`.durations`), shared by
-    every pool thread; a model whose graph is not the expected VITS one runs whole."""
+    """A voice in memory: the model cut at its durations
+    (:mod:`lmnt_local.server.engines.durations`), shared by every pool thread; a model whose
+    graph is not the expected VITS one runs whole."""
 
     def __init__(self, file: PiperVoiceFile) -> None:
         config_dict = json.loads(file.config.read_text(encoding="utf-8"))

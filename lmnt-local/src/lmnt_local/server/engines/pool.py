@@ -5,8 +5,9 @@ never on the event loop.  One pool per size for the whole process: engines (a se
 CLI's, a test's; Piper and hibari side by side) share the cores instead of each adding threads
 that would outlive them.  Each thread runs onnxruntime with one intra-op thread (measured best
 for many sessions), and the pool serves the piece whose listener would run out of audio first
-(the server tells how much each session holds, :data:`.base.PLAYBACK_LEAD`), so a long text,
-already seconds ahead, cannot starve a new session's first sentence.
+(the server tells how much each session holds,
+:data:`lmnt_local.server.engines.base.PLAYBACK_LEAD`), so a long text, already seconds ahead,
+cannot starve a new session's first sentence.
 """
 
 from __future__ import annotations

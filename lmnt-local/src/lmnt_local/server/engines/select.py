@@ -58,8 +58,9 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
     """The engine called ``name`` (one of :data:`ENGINE_NAMES`), or ``EngineUnavailable``.
 
     ``voice_dirs``: directories of Piper voices (``.onnx`` + ``.onnx.json``) for the neural
-    engine and of hibari voice files (see :mod:`.hibari`), offered besides any voice installed
-    as a package and the fetched voices (:mod:`.store`, read by default).
+    engine and of hibari voice files (see :mod:`lmnt_local.server.engines.hibari`), offered
+    besides any voice installed as a package and the fetched voices
+    (:mod:`lmnt_local.server.engines.store`, read by default).
     """
     if name == "auto":
         return best_engine(voice_dirs=voice_dirs)

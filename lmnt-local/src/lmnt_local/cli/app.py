@@ -237,6 +237,15 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_speed,
         help="pace, 0.25 (slow) to 2.0 (twice as fast); default: the server's (1.0)",
     )
+    say.add_argument(
+        "--voices",
+        action="append",
+        type=Path,
+        default=[],
+        dest="voice_dirs",
+        metavar="DIR",
+        help="directory of Piper voices for the embedded server, as for serve (repeatable)",
+    )
     say.add_argument("-q", "--quiet", action="store_true", help="nothing on stderr but errors")
 
     voices = sub.add_parser(
@@ -262,6 +271,33 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine", choices=ENGINES, default="auto", help="engine of the embedded server"
     )
     voices.add_argument("--json", action="store_true", help="print the server's JSON list")
+    voices.add_argument(
+        "--voices",
+        action="append",
+        type=Path,
+        default=[],
+        dest="voice_dirs",
+        metavar="DIR",
+        help="directory of Piper voices for the embedded server, as for serve",
+    )
+    fetch_help = (
+        "download voices into the directory the server reads by default "
+        "($LMNT_VOICES_HOME, else $XDG_DATA_HOME/lmnt-local/voices)"
+    )
+    fetch = voices.add_subparsers(dest="voices_command", metavar="{fetch}").add_parser(
+        "fetch",
+        parents=[common],
+        help=fetch_help,
+        description=fetch_help + ": Piper's catalogue (pinned revision; md5 checked) and "
+        "hibari's kore, emma, fenrir and fable (sha256 checked). A download that is cut off "
+        "or does not match leaves nothing behind. $LMNT_VOICES_HUB_URL replaces "
+        "https://huggingface.co (a mirror with the same paths).",
+    )
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="e.g. en_US-amy-medium, kore")
+    fetch.add_argument(
+        "--list", action="store_true", help="list the fetchable voices instead (with sizes)"
+    )
+    fetch.add_argument("--language", help="with --list: only this language (e.g. de, en_GB)")
     return parser
 
 
@@ -277,6 +313,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             )
         if args.output == "-" and sys.stdout.isatty():
             parser.error("say: refusing to write a WAV file to a terminal; use -o FILE")
+        if args.voice_dirs and args.ws_url:
+            parser.error("say: --voices gives the embedded server voices; not with --ws-url")
+    if args.command == "voices" and getattr(args, "voices_command", None) == "fetch":
+        if bool(args.names) == bool(args.list):
+            parser.error("voices fetch: give voice names, or --list")
 
 
 # -- serve helpers (used by cli_serve) --------------------------------------------------------

@@ -29,6 +29,7 @@ from lmnt_local.cli.common import (
     _engine,
     _note,
     _reason,
+    _report_engine,
     _ws_url,
 )
 from lmnt_local.cli.speak import _Progress, speak, wav_bytes
@@ -116,7 +117,7 @@ def _target(args: argparse.Namespace) -> _Target:
     keyless ``lmnt-local serve`` accepts any non-empty key (and one with keys says so).
     """
     url = args.ws_url
-    if url is None and args.engine is None:
+    if url is None and args.engine is None and not args.voice_dirs:
         env = os.getenv("LMNT_WS_URL")
         if env:
             try:
@@ -138,14 +139,37 @@ def _target(args: argparse.Namespace) -> _Target:
 
 
 @contextlib.asynccontextmanager
-async def _endpoint(target: _Target, engine: str | None, quiet: bool) -> AsyncIterator[str]:
+async def _endpoint(
+    target: _Target, args: argparse.Namespace, quiet: bool
+) -> AsyncIterator[tuple[str, Any]]:
+    """The URL to speak to, and the embedded server's engine (``None`` for another server)."""
     if target.url is not None:
-        yield target.url
+        yield target.url, None
         return
     from lmnt_local.server import LocalLMNTServer
 
-    async with LocalLMNTServer(engine=_engine(engine or "auto", quiet), port=0) as server:
-        yield server.ws_url
+    engine = _engine(args.engine or "auto", quiet, voice_dirs=args.voice_dirs)
+    async with LocalLMNTServer(engine=engine, port=0) as server:
+        if not quiet:
+            _report_engine(engine)
+            _note_route(engine, args.voice, args.language)
+        yield server.ws_url, engine
+
+
+def _note_route(engine: Any, voice: str, language: str) -> None:
+    """Say which voice speaks when it is not what was asked for (another gender, espeak-ng
+    for a language no neural voice speaks)."""
+    route = getattr(engine, "route", None)
+    if not callable(route):
+        return
+    from lmnt_local.server.engines import LanguageError
+
+    try:
+        chosen = route(voice, language)
+    except LanguageError:
+        return  # the server refuses it with the same words
+    if chosen.note is not None:
+        _note(f"voice {voice!r}: {chosen.note}")
 
 
 def _kind(exc: Exception) -> str | None:
@@ -209,7 +233,7 @@ def _refused_option(exc: Any) -> bool:
     return any(message.startswith(f"{name}:") for name in _OPTION_FIELDS)
 
 
-async def _check_voice(args: argparse.Namespace, url: str, key: str) -> None:
+async def _check_voice(args: argparse.Namespace, url: str, key: str, quiet: bool = False) -> None:
     """Refuse a ``--voice`` the server does not list, before speaking (a mistyped voice is
     otherwise spoken in a default voice, silently).
 
@@ -234,6 +258,10 @@ async def _check_voice(args: argparse.Namespace, url: str, key: str) -> None:
             f"unknown voice {args.voice!r}; this server's voices are: {', '.join(ids)}",
             EXIT_USAGE,
         )
+    chosen = next((v for v in voices if str(v.get("id")).casefold() == args.voice.casefold()), {})
+    tags = chosen.get("tags")
+    if not quiet and isinstance(tags, list) and "fallback" in tags:
+        _note(f"voice {args.voice!r}: {chosen.get('description', '')}")
 
 
 #: The plugin's hints name Python keywords; on the command line they are flags.
@@ -293,8 +321,8 @@ async def _say_text(args: argparse.Namespace) -> int:
         progress = _Progress(sys.stderr, interactive=sys.stderr.isatty())
     output = _Output(args.output)  # before speaking: an unwritable path fails at once
     try:
-        async with _endpoint(target, args.engine, quiet) as url:
-            await _check_voice(args, url, target.key)
+        async with _endpoint(target, args, quiet) as (url, engine):
+            await _check_voice(args, url, target.key, quiet or engine is not None)
             if progress is not None:
                 progress.start(text, url if target.url else "the embedded local server")
             try:

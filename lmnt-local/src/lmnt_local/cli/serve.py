@@ -17,6 +17,7 @@ import ssl
 import sys
 from typing import Any, NoReturn
 
+from lmnt_local.cli.common import _report_engine
 from lmnt_local.server.config import ServerConfig
 
 __all__ = ["add_serve_options", "exit_now", "serve"]
@@ -252,6 +253,7 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
                 f"engine {cli._describe_engine(engine)}, accepting {keys}; point an agent at it "
                 f"with LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
             )
+            _report_engine(engine, announce=False)
 
     await serve_until_signalled(
         server, drain_timeout=args.drain_timeout, on_stopping=stopping, on_ready=ready

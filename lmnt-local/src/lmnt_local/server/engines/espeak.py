@@ -699,6 +699,21 @@ class EspeakEngine:
         variant = self._variants.get(voice.strip().lower(), self._default_variant)
         return f"{self._language_file(language)}+{variant}"
 
+    def speaks(self, language: str) -> bool:
+        """Whether espeak-ng has a voice for ``language`` (``auto`` and empty: yes, English);
+        an unknown code would otherwise be read with English rules."""
+        tag = language.strip().lower().replace("_", "-")
+        if not tag or tag == "auto":
+            return True
+        files = self._runtime.voice_files
+        for candidate in (tag, tag.split("-", 1)[0]):
+            override = LANGUAGE_VOICES.get(candidate)
+            if override is not None and override in files:
+                return True
+            if candidate in self._runtime.languages:
+                return True
+        return False
+
     def _language_file(self, language: str) -> str:
         tag = language.strip().lower().replace("_", "-")
         if not tag or tag == "auto":

@@ -65,7 +65,7 @@ from lmnt_local.server.text.segment import phoneme_owners, word_spans, word_time
 
 __all__ = ["HibariEngine", "HibariVoiceFile", "find_voices"]
 
-log = logging.getLogger("videosdk.plugins.lmnt.server")
+log = logging.getLogger("lmnt_local.server")
 
 _MIN_RATE, _MAX_RATE = 8000, 48000
 #: The graph's tensors either side of the rounding of the durations (hibari 0.2.x): the raw

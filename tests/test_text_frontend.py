@@ -536,3 +536,24 @@ def test_engines_take_ipa_in_their_own_notation(module: str, cls: str, said: str
         ipa=engine_class.phoneme_markup,
     )
     assert isinstance(segments[0], Spoken) and segments[0].text == f"It costs {said}."
+
+
+def test_behind_the_router_each_voice_gets_its_own_engines_ipa() -> None:
+    """``auto`` is a router: ava speaks with hibari and morgan with Piper, and the lexicon's IPA
+    must reach each in the notation of the engine that speaks it (not a respelling)."""
+    pytest.importorskip("hibari")
+    pytest.importorskip("piper")
+    from lmnt_local.server.engines.hibari import HibariEngine
+    from lmnt_local.server.engines.piper import PiperEngine
+    from lmnt_local.server.engines.router import RouterEngine
+
+    front = TextFrontEnd(
+        RouterEngine([HibariEngine(), PiperEngine()]),
+        lexicon=Lexicon({"gizmo": "/ˈfaɪv ˈdɑlɚz/"}),
+    )
+    said = {
+        voice: front.prepare("It costs gizmo.", "en", voice=voice)[0] for voice in ("ava", "morgan")
+    }
+    assert isinstance(said["ava"], Spoken) and isinstance(said["morgan"], Spoken)
+    assert said["ava"].text == "It costs [w](/fˈIv/) [w](/dˈɑləɹz/)."
+    assert said["morgan"].text == "It costs [[ˈfaɪv]] [[ˈdɑlɚz]]."

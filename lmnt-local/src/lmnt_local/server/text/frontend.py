@@ -219,15 +219,28 @@ class TextFrontEnd:
             known = self._voice_languages = {v.id: v.language or "en" for v in self.voices()}
         return known.get(voice, "en")
 
-    def prepare(self, text: str, language: str = "en") -> list[Segment]:
+    def prepare(
+        self, text: str, language: str = "en", *, voice: str | None = None
+    ) -> list[Segment]:
         """What the engine would be asked to say for ``text`` (for tests and tools)."""
         return prepare(
             text,
             language=language,
             lexicon=self.lexicon,
             normalizer=self._normalize,
-            ipa=self._ipa,
+            ipa=self._ipa if voice is None else self._ipa_for(voice, language),
         )
+
+    def _ipa_for(self, voice: str, language: str) -> Callable[[str], str] | None:
+        """The IPA notation of the engine that speaks ``voice``: a router (``auto``) hands each
+        voice to another engine, and each takes phonemes in its own notation."""
+        route = getattr(self.engine, "route", None)
+        if not callable(route):
+            return self._ipa
+        try:
+            return phoneme_markup(route(voice, language).engine)
+        except ValueError:  # LanguageError: the request is refused before any text is read
+            return None
 
     async def synthesize(
         self,
@@ -239,7 +252,8 @@ class TextFrontEnd:
         speed: float = 1.0,
         seed: int | None = None,
     ) -> AsyncIterator[EngineChunk]:
-        segments = self.prepare(text, self._language(voice, language)) if text.strip() else []
+        spoken_in = self._language(voice, language)
+        segments = self.prepare(text, spoken_in, voice=voice) if text.strip() else []
         if not segments or _unchanged(text, segments):
             # nothing to change (or whitespace only): the engine's own call, chunk for chunk
             own = _engine_chunks(self.engine, text, voice, language, sample_rate, speed, seed)

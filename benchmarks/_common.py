@@ -507,8 +507,38 @@ def load_upstream(version: str = UPSTREAM_VERSION) -> ModuleType:
     return module
 
 
+def cpu_model() -> str:
+    """The CPU's model name (a capacity figure without its CPU is no figure)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"unknown CPU ({os.cpu_count()} cores)"
+
+
 def cpu_count_note() -> str:
-    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {load_note()}"
+    return f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process and its live children, in MB (/proc; None elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    total = 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            total = int(line.split()[1]) / 1024
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += rss_mb(int(child)) or 0.0
+    return total
 
 
 def load_note() -> str:

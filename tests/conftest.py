@@ -10,10 +10,17 @@ LMNT-compatible server on loopback, from the fixtures users get in
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 import pytest
 
 pytest_plugins = ["videosdk.plugins.lmnt.testing"]
+
+# Voices a developer fetched (lmnt-local voices fetch) must not change what the tests hear:
+# the server reads this directory by default, so point it at an empty one for the whole run
+# (subprocesses inherit it, see env_helpers.subprocess_env).
+os.environ["LMNT_VOICES_HOME"] = tempfile.mkdtemp(prefix="lmnt-voices-")
 
 
 @pytest.fixture(autouse=True)
@@ -31,5 +38,19 @@ def piper_engine() -> object:
     from lmnt_local.server.engines import PiperEngine
 
     engine = PiperEngine()
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def hibari_engine() -> object:
+    """One loaded hibari engine for the whole run (loading costs ~1-3 s and ~100 MB).
+
+    Skipped where hibari-tts is not installed: the ``[test]`` extra installs it.
+    """
+    pytest.importorskip("hibari", reason="the hibari engine needs the [hibari] extra")
+    from lmnt_local.server.engines.hibari import HibariEngine
+
+    engine = HibariEngine()
     engine.load()
     return engine

@@ -293,8 +293,10 @@ def guard_middleware(
             guard.request_started(transport)
         task = asyncio.current_task()
         speech = request.method == "POST" and request.path.startswith(_SPEECH_PREFIX)
-        if speech and task is not None:
-            inflight.add(task)
+        meter = metrics.meter(request)  # LMNT's and OpenAI's speech routes
+        if (speech or meter is not None) and task is not None:
+            inflight.add(task)  # a drain waits for it
+        status = 500
         try:
             response = await _guarded(request, handler, speech)
             if not response.prepared:
@@ -304,8 +306,17 @@ def guard_middleware(
                     # Usage, stars and voice edits live in this process only: under
                     # ``--workers N`` or behind a balancer another request may see others.
                     response.headers[STATE_SCOPE_HEADER] = "process"
+            status = response.status
             return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's code for it)
+            raise
         finally:
+            if meter is not None:
+                meter.done(status)
             if task is not None:
                 inflight.discard(task)
             if guard is not None:
@@ -314,9 +325,7 @@ def guard_middleware(
     async def _guarded(request: web.Request, handler: _Handler, speech: bool) -> web.StreamResponse:
         if request.method in ("POST", "PUT", "PATCH") and request.can_read_body:
             if request.path.startswith("/v1/") and not key_allowed(request_key(request), api_keys):
-                refused = refusal(request, api_keys) or error_response(
-                    request, 401, "authentication_error", "Invalid API key"
-                )
+                refused = _key_refusal(request, api_keys)
                 refused.force_close()  # the body is never read: no reuse of the connection
                 return refused
             if request.method == "POST" and request.path == _VOICE_UPLOAD:
@@ -331,6 +340,22 @@ def guard_middleware(
         return await handler(request)
 
     return middleware
+
+
+def _key_refusal(request: web.Request, api_keys: Collection[str] | None) -> web.Response:
+    """401/403 in the shape of the API the request is for (OpenAI's, or LMNT's version)."""
+    from lmnt_local.server.api.openai import SPEECH_PATH, OpenAIError
+
+    if request.path == SPEECH_PATH:
+        if not request_key(request):
+            message = "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'."
+            return OpenAIError(401, message, kind="authentication_error").response()
+        return OpenAIError(
+            401, "Incorrect API key provided.", code="invalid_api_key", kind="authentication_error"
+        ).response()
+    return refusal(request, api_keys) or error_response(
+        request, 401, "authentication_error", "Invalid API key"
+    )
 
 
 def request_key(request: web.Request) -> str:

@@ -298,7 +298,7 @@ def guard_middleware(
             inflight.add(task)  # a drain waits for it
         status = 500
         try:
-            response = await _guarded(request, handler, speech)
+            response = await _guarded(request, handler, speech, meter)
             if not response.prepared:
                 if "request-id" not in response.headers:
                     response.headers["request-id"] = rid  # every answer names its request
@@ -322,11 +322,18 @@ def guard_middleware(
             if guard is not None:
                 guard.request_ended(transport)
 
-    async def _guarded(request: web.Request, handler: _Handler, speech: bool) -> web.StreamResponse:
+    async def _guarded(
+        request: web.Request, handler: _Handler, speech: bool, meter: Any
+    ) -> web.StreamResponse:
         if request.method in ("POST", "PUT", "PATCH") and request.can_read_body:
             if request.path.startswith("/v1/") and not key_allowed(request_key(request), api_keys):
                 refused = _key_refusal(request, api_keys)
                 refused.force_close()  # the body is never read: no reuse of the connection
+                kind = "permission_error" if refused.status == 403 else "authentication_error"
+                if meter is not None:
+                    meter.fail(kind)  # counted as the handler would have
+                else:
+                    metrics.error(kind)
                 return refused
             if request.method == "POST" and request.path == _VOICE_UPLOAD:
                 return await handler(request)  # 501 without reading the upload

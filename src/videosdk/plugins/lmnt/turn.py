@@ -89,6 +89,8 @@ class TurnSink:
     out_rate: int
     frame_bytes: int
     pending_bytes: Callable[[], int | None] = lambda: None
+    #: Seconds of audio queued on the track, not yet played (None: the track cannot tell).
+    queued_seconds: Callable[[], float | None] = lambda: None
     on_words: Callable[[list[TimedWord]], None] | None = None
 
 
@@ -366,14 +368,32 @@ class Turn:
         if self._flow_anchor is None:
             self._flow_anchor, self._flow_audio = time.monotonic(), 0.0
 
+    # When the listener would run out of audio, had it been playing since the first push at
+    # real time: what the deadline uses when the track cannot say what it still holds.
+    _model_dry_at: float = 0.0
+
+    _track_dry_at: float = 0.0  # when the track last said it would run dry
+
+    def _dry_at(self) -> float:
+        """When the listener runs (or ran) out of the audio it was given (monotonic time)."""
+        queued = self.sink.queued_seconds()
+        if queued is None:
+            return self._model_dry_at
+        if queued > 0:  # a paused track keeps its audio: the moment moves on with it
+            self._track_dry_at = time.monotonic() + queued
+        return self._track_dry_at
+
     def _deadline(self) -> float | None:
+        """Silence is only a failure once the listener has run dry: a server that renders the
+        next sentence just in time (the neural engine under load does, on purpose) is on time
+        as long as audio is still playing.  From then on ``receive_timeout`` bounds the wait."""
         if self._owed_since is None:
             return None
         silence = self._owed_since + self.receive_timeout
-        if self._flow_anchor is None:
-            return silence
-        flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
-        return min(silence, flow)
+        if self._flow_anchor is not None:
+            flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
+            silence = min(silence, flow)
+        return max(silence, self._dry_at() + self.receive_timeout)
 
     def _fail(self, exc: LMNTError) -> NoReturn:
         """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
@@ -411,6 +431,8 @@ class Turn:
                     ):
                         ev = await conn.events.get()
             except TimeoutError:
+                if self._dry_at() + self.receive_timeout > time.monotonic() + 0.001:
+                    continue  # the track still plays (e.g. paused): the deadline moved on
                 if self._owed_since is not None and time.monotonic() < (
                     self._owed_since + self.receive_timeout - 0.001
                 ):
@@ -515,6 +537,8 @@ class Turn:
                 return
         await self.sink.push(pcm)
         self.pushed_bytes += len(pcm)
+        now = time.monotonic()
+        self._model_dry_at = max(self._model_dry_at, now) + len(pcm) / 2 / self.sink.out_rate
         if first:
             self._warm_next()
 

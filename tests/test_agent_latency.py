@@ -280,3 +280,49 @@ async def test_synthesize_of_the_wrong_type_says_what_it_takes(bad: Any) -> None
             await tts.synthesize(bad)
     finally:
         await tts.aclose()
+
+
+class LeadTone(ToneEngine):
+    """Notes the scheduling lead (audio the client still holds) the server gives each unit."""
+
+    def __init__(self) -> None:
+        super().__init__(frequency=440.0, seconds_per_char=0.05)
+        self.leads: list[tuple[str, float]] = []
+
+    async def synthesize(self, text: str, **kw: Any) -> AsyncIterator[EngineChunk]:
+        from videosdk.plugins.lmnt.server.engines import PLAYBACK_LEAD
+
+        if any(ch.isalnum() for ch in text):
+            self.leads.append((text.strip(), PLAYBACK_LEAD.get()))
+        async for chunk in super().synthesize(text, **kw):
+            yield chunk
+
+
+async def test_the_scheduling_lead_counts_only_unplayed_audio_of_this_turn() -> None:
+    """Item 4: a reused typed session idles between turns; the next turn's first sentence is
+    urgent (nothing left to play), and its second has the first's audio as lead, not zero."""
+    engine = LeadTone()
+    server = await start_local_server(engine=engine)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(server.ws_url) as ws:
+            init = {"X-API-Key": "k", "voice": "ava", "format": "pcm_s16le", "lmnt-version": "1.2"}
+            await ws.send_str(json.dumps(init))
+
+            async def turn(text: str, nonce: int) -> None:
+                await ws.send_str(json.dumps({"type": "text", "text": text}))
+                await ws.send_str(json.dumps({"type": "flush", "nonce": nonce}))
+                async with asyncio.timeout(10):
+                    async for msg in ws:
+                        if msg.type is aiohttp.WSMsgType.TEXT:
+                            if json.loads(msg.data).get("type") == "flush_complete":
+                                return
+
+            await turn("One. ", 1)
+            await asyncio.sleep(0.05 * len("One. ") + 0.6)  # the client played it, then idled
+            await turn("Two is here. Three is here too. ", 2)
+            await ws.send_str(json.dumps({"type": "finish"}))
+    finally:
+        await server.stop()
+    leads = dict(engine.leads)
+    assert leads["Two is here."] < 0.1  # nothing left to play: as urgent as a first sentence
+    assert leads["Three is here too."] > 0.5 * 0.05 * len("Two is here. ")

@@ -326,3 +326,33 @@ async def test_the_scheduling_lead_counts_only_unplayed_audio_of_this_turn() -> 
     leads = dict(engine.leads)
     assert leads["Two is here."] < 0.1  # nothing left to play: as urgent as a first sentence
     assert leads["Three is here too."] > 0.5 * 0.05 * len("Two is here. ")
+
+
+async def test_a_cold_first_turn_costs_its_handshake_and_no_more() -> None:
+    """Item 8: a fresh instance whose first turn follows the track assignment at once (a
+    greeting) sends its text on the connection the assignment opened, as soon as it is open:
+    not a second connection, and no extra wait for a refusal nobody could act on."""
+    from videosdk.plugins.lmnt import LMNTTTS
+    from videosdk.plugins.lmnt.server import Faults
+
+    from track_helpers import Drain, aiter_of, make_track
+
+    latency = 0.15  # one-way delay of every server message, the upgrade answer included
+    engine = RecordingTone()
+    server = await start_local_server(engine=engine, faults=Faults(latency=latency))
+    tts = LMNTTTS(api_key="k", ws_url=server.ws_url)
+    track = make_track()
+    drain = Drain(track)
+    try:
+        t0 = time.monotonic()
+        tts.audio_track = track  # what the framework does when the room is ready
+        await tts.synthesize(aiter_of(["Hello there."]))
+    finally:
+        await tts.aclose()
+        await drain.stop()
+        await server.stop()
+    [(started, text)] = engine.units
+    assert text.strip() == "Hello there."
+    assert server.sessions[0].texts, "the turn did not use the connection already opening"
+    # The upgrade answer takes ``latency``; the old wait for a refusal added up to 250 ms.
+    assert started - t0 < 2 * latency, started - t0

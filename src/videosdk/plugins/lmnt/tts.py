@@ -446,6 +446,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         drain: FeedRelease = "drain" if speech is not None else "detach"
         turn.release_on_error = drain if caller == "agent" else "release"
         turn.release_after_audio = drain
+        # Only a FallbackTTS with another provider can use text this turn did not read.
+        turn.await_acceptance = caller == "fallback"
         self._turns[turn] = track
         restore_format = self._claim_input_format(track)
         try:

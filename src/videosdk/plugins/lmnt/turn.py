@@ -106,6 +106,9 @@ class Turn:
     receive_timeout: float
     warm: bool
     reuse_session: bool = False
+    # Wait for the server to accept a fresh connection before reading the caller's text: only
+    # worth its round trip when someone else (FallbackTTS) can speak the text on a refusal.
+    await_acceptance: bool = True
     interrupted: bool = False
     audio_started: bool = False
     pushed_bytes: int = 0
@@ -272,6 +275,8 @@ class Turn:
     async def _await_acceptance(self, conn: LMNTConnection) -> None:
         """Until the server has accepted the session (typed: ``ready``), refused it, or had a
         round trip's time to refuse it; a warm spare is usually past all that."""
+        if not self.await_acceptance:
+            return  # a cold turn costs its handshakes, no more (as 1.0.30's did)
         if self.feed.started or conn.error is not None or conn.closed is not None:
             return
         if conn.ready.is_set():

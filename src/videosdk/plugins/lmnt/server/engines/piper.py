@@ -55,7 +55,7 @@ from .base import (
     WordTiming,
     check_speed,
 )
-from .text import CONTROL_CHARS, first_clause_split, phoneme_owners, split_sentences, word_spans
+from .text import CONTROL_CHARS, phoneme_owners, speech_pieces, word_spans
 
 __all__ = ["PiperEngine", "PiperVoiceFile", "find_voices"]
 
@@ -144,6 +144,7 @@ def find_voices(voice_dirs: Sequence[Path] = ()) -> list[PiperVoiceFile]:
 class _Rendered:
     pcm: npt.NDArray[np.int16]  # at the requested rate
     words: list[WordTiming]  # seconds from the piece's first sample
+    gain: float | None = None  # the scale the utterance's pieces share (None: not set yet)
 
 
 class _Loaded:
@@ -173,8 +174,16 @@ class _Loaded:
         self.config = self.voice.config
         self.rate = self.config.sample_rate
 
-    def render(self, text: str, speed: float, seed: int | None, rate: int) -> _Rendered:
-        """One piece: phonemes in context, one model run per phonemizer sentence, word times."""
+    def render(
+        self, text: str, speed: float, seed: int | None, rate: int, gain: float | None = None
+    ) -> _Rendered:
+        """One piece: phonemes in context, one model run per phonemizer sentence, word times.
+
+        Loudness is set per utterance, not per piece: the first piece of a call is scaled to
+        full scale at its peak, and ``gain`` (the first piece's) carries on to the rest, so a
+        sentence cut after its first phrase has no level jump at the cut (per-piece peak
+        normalisation made one of 2-3 dB).  A later piece louder than the first is only
+        limited at its peaks (not scaled down as a whole), so its loudness stays."""
         voice, cfg = self.voice, self.config
         spans = word_spans(text)
         sentences = [s for s in voice.phonemize(text) if s]
@@ -198,18 +207,20 @@ class _Loaded:
             for count in segments:
                 bounds.append((total + int(edges[position]), total + int(edges[position + count])))
                 position += count
-            peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-            audio.append(wave / peak if peak > 1e-8 else wave * 0)
+            audio.append(wave)
             total += wave.size
         # bounds holds BOS and EOS segments per sentence; keep the phonemes' own.
         phoneme_bounds = _strip_markers(bounds, [len(s) for s in sentences])
         native = np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
+        peak = float(np.max(np.abs(native))) if native.size else 0.0
+        used = (1.0 / peak if peak > 1e-8 else 0.0) if gain is None else gain
+        native = _soft_limit(native * used)
         pcm16 = np.clip(native * 32767.0, -32767, 32767).astype(np.int16)
         if rate != self.rate and pcm16.size:
             pcm16 = np.asarray(soxr.resample(pcm16, self.rate, rate, quality="HQ"), dtype=np.int16)
         seconds = pcm16.size / rate
         words = _word_times(text, spans, spoken, owners, phoneme_bounds, self.rate, seconds)
-        return _Rendered(pcm16, words)
+        return _Rendered(pcm16, words, used if gain is None and used > 0 else gain)
 
     def _ids(self, phonemes: list[str]) -> tuple[list[int], list[int]]:
         """Phoneme ids as piper builds them, and how many ids each of BOS, phonemes, EOS got."""
@@ -243,6 +254,20 @@ class _Loaded:
             if per_id.size == len(ids):
                 return wave, per_id
         return wave, np.zeros(0, dtype=np.int64)
+
+
+_KNEE = 0.9
+
+
+def _soft_limit(wave: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Peaks above the knee bend smoothly towards full scale instead of clipping."""
+    over = np.abs(wave) > _KNEE
+    if not over.any():
+        return wave
+    out = wave.copy()
+    excess = (np.abs(wave[over]) - _KNEE) / (1.0 - _KNEE)
+    out[over] = np.sign(wave[over]) * (_KNEE + (1.0 - _KNEE) * np.tanh(excess))
+    return out
 
 
 def _strip_markers(bounds: list[tuple[int, int]], lengths: list[int]) -> list[tuple[int, int]]:
@@ -503,26 +528,25 @@ class PiperEngine:
             raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
         check_speed(speed)
         target = self.resolve(voice, language)
-        pieces = [
-            piece
-            for sentence in split_sentences(CONTROL_CHARS.sub(" ", text))
-            for piece in first_clause_split(sentence)
-        ]
+        lead = PLAYBACK_LEAD.get()
+        pieces = speech_pieces(CONTROL_CHARS.sub(" ", text), lead)
         if not pieces:
             return
         pool = self._start_pool()
+        gain: float | None = None  # one loudness for the whole call (see ``render``)
 
         def job(piece: str) -> _Rendered:
-            return self._voice(target).render(piece, speed, seed, sample_rate)
+            return self._voice(target).render(piece, speed, seed, sample_rate, gain)
 
         # When the listener runs dry: the audio it holds, plus what this call has made so far.
-        runs_dry = time.monotonic() + PLAYBACK_LEAD.get()
+        runs_dry = time.monotonic() + lead
         pending: Future[_Rendered] | None = pool.submit(runs_dry, lambda: job(pieces[0]))
         offset = 0.0
         index = 0
         try:
             while pending is not None:
                 rendered: _Rendered = await asyncio.wrap_future(pending)
+                gain = rendered.gain if gain is None else gain
                 index += 1
                 seconds = rendered.pcm.size / sample_rate
                 # The next piece renders while this one is on its way to the client.

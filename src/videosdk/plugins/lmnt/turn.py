@@ -371,7 +371,10 @@ class Turn:
             self._owed_since = time.monotonic()
             conn.events.put_nowait(_WAKE)  # type: ignore[arg-type]
         if self._flow_anchor is None:
-            self._flow_anchor, self._flow_audio = time.monotonic(), 0.0
+            # Audio the listener still holds counts as flow already made: a server that
+            # renders the next sentence just in time is not dripping.
+            now = time.monotonic()
+            self._flow_anchor, self._flow_audio = now, max(0.0, self._dry_at() - now)
 
     # When the listener would run out of audio, had it been playing since the first push at
     # real time: what the deadline uses when the track cannot say what it still holds.
@@ -384,9 +387,11 @@ class Turn:
         queued = self.sink.queued_seconds()
         if queued is None:
             return self._model_dry_at
-        if queued > 0:  # a paused track keeps its audio: the moment moves on with it
+        if queued > 0:
             self._track_dry_at = time.monotonic() + queued
-        return self._track_dry_at
+        # A track nobody plays (or a paused one) would hold its audio forever: never later
+        # than real-time playback from each push, so the time to an error stays bounded.
+        return min(self._track_dry_at, self._model_dry_at)
 
     def _deadline(self) -> float | None:
         """Silence is only a failure once the listener has run dry: a server that renders the
@@ -394,11 +399,12 @@ class Turn:
         as long as audio is still playing.  From then on ``receive_timeout`` bounds the wait."""
         if self._owed_since is None:
             return None
-        silence = self._owed_since + self.receive_timeout
-        if self._flow_anchor is not None:
-            flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
-            silence = min(silence, flow)
-        return max(silence, self._dry_at() + self.receive_timeout)
+        silence = max(self._owed_since, self._dry_at()) + self.receive_timeout
+        if self._flow_anchor is None:
+            return silence
+        # A server dripping a few bytes at a time renews "something arrived" forever.
+        flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
+        return min(silence, flow)
 
     def _fail(self, exc: LMNTError) -> NoReturn:
         """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
@@ -436,8 +442,9 @@ class Turn:
                     ):
                         ev = await conn.events.get()
             except TimeoutError:
-                if self._dry_at() + self.receive_timeout > time.monotonic() + 0.001:
-                    continue  # the track still plays (e.g. paused): the deadline moved on
+                later = self._deadline()
+                if later is not None and later > time.monotonic() + 0.001:
+                    continue  # the track played slower than thought: the deadline moved on
                 if self._owed_since is not None and time.monotonic() < (
                     self._owed_since + self.receive_timeout - 0.001
                 ):
@@ -540,6 +547,8 @@ class Turn:
             await self.sink.on_first_audio()
             if self.interrupted:
                 return
+        if first:  # what the track still held from before this turn plays first
+            self._model_dry_at = time.monotonic() + (self.sink.queued_seconds() or 0.0)
         await self.sink.push(pcm)
         self.pushed_bytes += len(pcm)
         now = time.monotonic()

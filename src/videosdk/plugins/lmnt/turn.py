@@ -242,6 +242,8 @@ class Turn:
             self._timeline.segment_boundary()  # a new session's timings restart from 0
         else:
             self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
+        if self._timeline is not None:
+            self._timeline.delay = pipeline.codec_delay
         sender = asyncio.get_running_loop().create_task(self._send(conn), name="lmnt-send")
         reusable = False
         try:
@@ -475,6 +477,7 @@ class Turn:
                 elif self._owed_since is not None:
                     self._owed_since = self._flow_anchor = None  # the flush was answered
                 decoded = pipeline.seconds_decoded
+                received = pipeline.seconds_received
                 try:
                     pcm = await pipeline.afeed(ev.data)
                 except AudioDecodeError as exc:
@@ -483,8 +486,17 @@ class Turn:
                 if self._flow_anchor is not None:
                     self._flow_audio += seconds
                 if self._timeline is not None:
-                    # Stream time, not output length: the resampler holds output back.
-                    self._timeline.audio(pipeline.seconds_decoded - decoded)
+                    # Stream time, not output length: the resampler holds output back; and
+                    # where the format tells, the bytes received, not decoded: so does the
+                    # decoder.
+                    self._timeline.delay = pipeline.codec_delay  # the stream's own rate now
+                    now_received = pipeline.seconds_received
+                    if now_received is not None:
+                        if received is None:  # the stream's first frame header: from 0
+                            received = 0.0
+                        self._timeline.audio_span(received, now_received)
+                    else:
+                        self._timeline.audio(pipeline.seconds_decoded - decoded)
                 await self._push(pcm)
             elif isinstance(ev, Closed):
                 if self._eof_sent and ev.code == 1000 and self._resume_at is not None:

@@ -20,8 +20,8 @@ done`` (what the TTS path adds once the first sentence exists).  ``engine`` is t
 time to the first chunk of the first sentence (lead 0), timed in this process with the
 server idle: the part of the rest that is rendering, not plumbing.
 
-Then ``--agents`` agent sessions on the neural engine each take two 3-sentence replies at
-once: a reply is intact when it raised no error, the agent came back to IDLE, and the audio
+Then ``--agents`` agent sessions on the neural engine, their tracks played in real time as in
+a room, each take two 3-sentence replies at once: a reply is intact when it raised no error, the agent came back to IDLE, and the audio
 heard is at least 90 % of what the same reply gives when spoken alone.
 """
 
@@ -144,13 +144,14 @@ def _framework() -> dict[str, Any]:
 class AgentRig:
     """One agent session around a TTS, its track drained as fast as audio is ready."""
 
-    def __init__(self, fw: dict[str, Any], tts: Any) -> None:
+    def __init__(self, fw: dict[str, Any], tts: Any, *, realtime: bool = False) -> None:
         self.fw = fw
         self.tts = tts
         self.llm = fw["LLM"]()
         self.pipeline = fw["Pipeline"](llm=self.llm, tts=tts)
         self.track = fw["Track"](asyncio.get_running_loop())
-        self.track._start = 0.0  # recv() never sleeps
+        if not realtime:
+            self.track._start = 0.0  # recv() never sleeps
         self.track._speaking_grace_period = 0.0
         self.pipeline._set_loop_and_audio_track(asyncio.get_running_loop(), self.track)
         self.session = fw["AgentSession"](agent=fw["Agent"](), pipeline=self.pipeline)
@@ -259,19 +260,31 @@ async def _run_engine(
     return list(rows.values()), alone
 
 
-async def _concurrent(fw: dict[str, Any], url: str, agents: int, alone: float) -> tuple[int, int]:
-    rigs = [AgentRig(fw, _make_tts(OURS, url, None)) for _ in range(agents)]
+async def _concurrent(
+    fw: dict[str, Any], url: str, agents: int, alone: float
+) -> tuple[int, int, list[str]]:
+    """(intact replies, replies, what went wrong with the others)."""
+    # Played in real time, as in a room: the listener holds what it was given, and a sentence
+    # rendered just in time must not be taken for silence.
+    rigs = [AgentRig(fw, _make_tts(OURS, url, None), realtime=True) for _ in range(agents)]
     intact = total = 0
+    problems: list[str] = []
     try:
         await asyncio.gather(*(r.start() for r in rigs))
         for _ in range(2):
+            marks = [len(r.errors) for r in rigs]
             results = await asyncio.gather(*(r.turn(THREE, timeout=60) for r in rigs))
-            for _times, first, seconds, ok in results:
+            for rig, mark, (_times, first, seconds, ok) in zip(rigs, marks, results, strict=True):
                 total += 1
-                intact += ok and first is not None and seconds >= 0.9 * alone
+                if ok and first is not None and seconds >= 0.9 * alone:
+                    intact += 1
+                elif rig.errors[mark:]:
+                    problems.append(rig.errors[mark][:120])
+                else:
+                    problems.append(f"ok={ok} heard {seconds:.2f} s of {alone:.2f} s")
     finally:
         await asyncio.gather(*(r.aclose() for r in rigs))
-    return intact, total
+    return intact, total, problems
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -281,7 +294,7 @@ async def main(args: argparse.Namespace) -> None:
     common.freeze_heap()
     rows: list[Row] = []
     engine_times: dict[str, common.Summary] = {}
-    concurrent: tuple[int, int] | None = None
+    concurrent: tuple[int, int, list[str]] | None = None
     load_before = common.load_note()
     for engine in args.engines:
         spec = common.ServerSpec(engine={"name": engine})
@@ -336,6 +349,8 @@ async def main(args: argparse.Namespace) -> None:
             f"{args.agents} concurrent agents on the neural engine, two 3-sentence replies "
             f"each: {concurrent[0]}/{concurrent[1]} intact"
         )
+        for problem in sorted(set(concurrent[2]))[:8]:
+            print(f"  {concurrent[2].count(problem)} x {problem}")
 
 
 def _args() -> argparse.Namespace:

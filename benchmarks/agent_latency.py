@@ -21,8 +21,9 @@ time to the first chunk of the first sentence (lead 0), timed in this process wi
 server idle: the part of the rest that is rendering, not plumbing.
 
 Then ``--agents`` agent sessions on the neural engine, their tracks played in real time as in
-a room, each take two 3-sentence replies at once: a reply is intact when it raised no error, the agent came back to IDLE, and the audio
-heard is at least 90 % of what the same reply gives when spoken alone.
+a room, each take two 3-sentence replies at once: a reply is intact when it raised no error,
+the agent came back to IDLE, and the audio heard is at least 90 % of what the same reply gives
+when spoken alone.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-# lmnt-local in a container: the local LMNT-compatible server with the neural engine (Piper;
-# espeak-ng is installed too, see docs/local-server.md).
+# lmnt-local in a container: the local LMNT-compatible server with its speech engines (see
+# docs/local-server.md).  Only the server distribution (lmnt-local/) is installed: no VideoSDK
+# package, no agent framework.
 #   docker build -t lmnt-local .
 #   docker run --rm -p 8765:8765 lmnt-local        # then LMNT_WS_URL=ws://HOST:8765/v1/ai/speech/stream
 # Configuration is by environment (see docs/deploy.md): LMNT_WORKERS (default: 1 for the
@@ -9,17 +10,16 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY src ./src
-# Wheels for the package and every dependency, built once and copied without the toolchain.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[local]"
+COPY lmnt-local ./lmnt-local
+# Wheels for the server and every dependency, built once and copied without the toolchain.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels "./lmnt-local[local]"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LMNT_LOG_FORMAT=json
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels "videosdk-plugins-lmnt[local]" \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels "lmnt-local[local]" \
     && rm -rf /wheels \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin lmnt
 # Never root: the server needs no privilege (port 8765 is above 1024).

@@ -54,6 +54,7 @@ def ensure_package() -> None:
     except ImportError:
         src = REPO / "src"
         sys.path.insert(0, str(src))
+        sys.path.insert(0, str(REPO / "lmnt-local" / "src"))
         parent = sys.modules.get("videosdk")
         if parent is not None and hasattr(parent, "__path__"):
             if str(src / "videosdk") not in list(parent.__path__):
@@ -344,12 +345,12 @@ def _server_main(spec: ServerSpec, conn: Any) -> None:
 
 
 async def _serve(spec: ServerSpec, conn: Any) -> None:
-    from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+    from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 
     ctx = server_ssl_context(spec.tls) if spec.tls is not None else None
     engine: Any
     if "name" in spec.engine:  # an engine by name ("neural", "espeak"), as ``--engine`` takes
-        from videosdk.plugins.lmnt.server.engines import make_engine
+        from lmnt_local.server.engines import make_engine
 
         engine = make_engine(spec.engine["name"])
         if hasattr(engine, "load"):
@@ -511,6 +512,17 @@ def load_upstream(version: str = UPSTREAM_VERSION) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def cpu_model() -> str:
+    """The CPU's model name (a capacity figure without its CPU is no figure)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"unknown CPU ({os.cpu_count()} cores)"
 
 
 def cpu_count_note() -> str:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAUNCH = """
 import asyncio, dataclasses, signal, sys
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ServerConfig, ToneEngine
 async def main():
     names = {f.name for f in dataclasses.fields(ServerConfig)}
     wanted = {"idle_timeout": float(sys.argv[1])}

@@ -26,8 +26,8 @@ ensure_package()
 
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt.turn import Turn
 
 

@@ -218,7 +218,7 @@ def _make_tts(client: str, url: str, upstream: Any) -> Any:
 
 async def _engine_time(name: str, turns: int) -> common.Summary:
     """The engine's own time to the first chunk of the first sentence (lead 0)."""
-    from videosdk.plugins.lmnt.server.engines import make_engine
+    from lmnt_local.server.engines import make_engine
 
     engine: Any = make_engine(name)
     if hasattr(engine, "load"):

@@ -25,10 +25,10 @@ ensure_package()
 
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
+from lmnt_local.protocol import FORMATS, SAMPLE_RATES
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.encoding.encoders import make_encoder
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.protocol import FORMATS, SAMPLE_RATES
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.encoding import make_encoder
 
 TEXT = "Hello there, general listener."
 RATE = 24000

@@ -226,9 +226,9 @@ def speechlike(rate: int, seconds: float, seed: int = 7) -> bytes:
 
 def wire_frames(fmt: str, rate: int, pcm: bytes) -> list[bytes]:
     """The binary frames the local server would send for ``pcm`` (100 ms engine chunks)."""
-    from videosdk.plugins.lmnt.server.config import ServerConfig
-    from videosdk.plugins.lmnt.server.encoding import make_encoder
-    from videosdk.plugins.lmnt.server.stream import AudioStream
+    from lmnt_local.server.config import ServerConfig
+    from lmnt_local.server.encoding.encoders import make_encoder
+    from lmnt_local.server.encoding.stream import AudioStream
 
     stream = AudioStream(make_encoder(fmt, rate), rate, ServerConfig().frame_bytes)
     step = rate // 10 * 2

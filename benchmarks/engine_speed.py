@@ -26,7 +26,7 @@ from _common import cpu_count_note, ensure_package, load_note
 
 ensure_package()
 
-from videosdk.plugins.lmnt.server.engines import SpeechEngine
+from lmnt_local.server.engines import SpeechEngine
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 #: The issue's latency goal is stated for a 20-word first sentence.
@@ -60,7 +60,7 @@ SHORT_PARAGRAPH = ". ".join(PARAGRAPH.split(". ")[:4]) + "."
 
 
 def _engines(names: list[str]) -> list[SpeechEngine]:
-    from videosdk.plugins.lmnt.server.engines import EngineUnavailable, make_engine
+    from lmnt_local.server.engines import EngineUnavailable, make_engine
 
     engines: list[SpeechEngine] = []
     for name in names:

@@ -24,7 +24,7 @@ common.ensure_package()
 
 import aiohttp
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 
 def rss_mb() -> float:

@@ -24,7 +24,7 @@ from _common import REPO, ensure_package
 
 ensure_package()
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer
+from lmnt_local.server import LocalLMNTServer
 
 from browser_helpers import chromium_page, find_chromium
 

@@ -97,8 +97,8 @@ def _measure(voice: Any, sentence: str, pieces: list[str], shared: bool) -> tupl
 
 
 def main() -> None:
-    from videosdk.plugins.lmnt.server.engines import PiperEngine
-    from videosdk.plugins.lmnt.server.engines.text import first_clause_split
+    from lmnt_local.server.engines import PiperEngine
+    from lmnt_local.server.text.segment import first_clause_split
 
     engine = PiperEngine()
     engine.load()

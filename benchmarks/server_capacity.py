@@ -168,7 +168,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "videosdk.plugins.lmnt.cli",
+                "lmnt_local.cli.app",
                 "serve",
                 "--port",
                 "0",

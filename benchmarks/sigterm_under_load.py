@@ -63,7 +63,7 @@ async def _run(args: argparse.Namespace, index: int) -> str:
             [
                 sys.executable,
                 "-m",
-                "videosdk.plugins.lmnt.cli",
+                "lmnt_local.cli.app",
                 "serve",
                 "--port",
                 "0",

@@ -49,8 +49,8 @@ ensure_package()
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 from videosdk.agents.tts.tts import FlushMarker
 
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS, LMNTError
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 KEY = "soak-key"
 TURN_LIMIT = 5.0

@@ -41,8 +41,8 @@ from videosdk.agents import Agent, AgentSession, ChatRole, LLMResponse, Pipeline
 from videosdk.agents.llm.llm import LLM
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
+from lmnt_local.server import LocalLMNTServer, SpeechEngine
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import LocalLMNTServer, SpeechEngine
 
 RATE = 24000  # what the framework's track plays: 24 kHz, mono, s16, 20 ms frames
 PAUSE = 0.4  # seconds of silence written between two utterances
@@ -147,7 +147,7 @@ class Recorder:
 def pick_engine(name: str) -> SpeechEngine:
     """The best installed engine for ``auto`` (``pip install ".[local]"`` in a checkout
     brings the neural one and espeak-ng), else the one named."""
-    from videosdk.plugins.lmnt.server.engines import make_engine
+    from lmnt_local.server.engines import make_engine
 
     return make_engine(name)
 

@@ -31,8 +31,8 @@ from videosdk.agents.llm.llm import LLM
 from videosdk.agents.tts.fallback_tts import FallbackTTS
 from videosdk.agents.tts.tts import TTS
 
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt.testing import start_local_server
 
 from audio_helpers import estimate_pitch

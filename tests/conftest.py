@@ -28,7 +28,7 @@ def piper_engine() -> object:
     Skipped where Piper is not installed: the ``[test]`` extra installs it, so CI runs these.
     """
     pytest.importorskip("piper", reason="the neural engine needs the [neural] extra")
-    from videosdk.plugins.lmnt.server.engines import PiperEngine
+    from lmnt_local.server.engines import PiperEngine
 
     engine = PiperEngine()
     engine.load()

@@ -14,6 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: This checkout's two source trees, for child processes that must run this code.
+SOURCES = (str(ROOT / "src"), str(ROOT / "lmnt-local" / "src"))
+
+
 def clear_lmnt_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's LMNT_WS_URL / LMNT_API_KEY must not redirect a test."""
     monkeypatch.delenv("LMNT_WS_URL", raising=False)
@@ -21,9 +25,10 @@ def clear_lmnt_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def subprocess_env() -> dict[str, str]:
-    """The environment for a child Python: no LMNT_* setting, this checkout's ``src`` first."""
+    """The environment for a child Python: no LMNT_* setting, this checkout's sources first
+    (the plugin's ``src`` and the server distribution's ``lmnt-local/src``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*SOURCES, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

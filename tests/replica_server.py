@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
-from videosdk.plugins.lmnt.server.runner import serve_until_signalled
+from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server.ops.runner import serve_until_signalled
 
 
 async def main() -> None:

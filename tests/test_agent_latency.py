@@ -19,8 +19,8 @@ import pytest
 from videosdk.agents import ChatRole, LLMResponse
 
 from agent_harness import SECONDS_PER_CHAR, ScriptedLLM, agent_session, deltas
-from videosdk.plugins.lmnt.server import ToneEngine
-from videosdk.plugins.lmnt.server.engines import EngineChunk
+from lmnt_local.server import ToneEngine
+from lmnt_local.server.engines import EngineChunk
 from videosdk.plugins.lmnt.testing import start_local_server
 
 pytestmark = pytest.mark.asyncio
@@ -290,7 +290,7 @@ class LeadTone(ToneEngine):
         self.leads: list[tuple[str, float]] = []
 
     async def synthesize(self, text: str, **kw: Any) -> AsyncIterator[EngineChunk]:
-        from videosdk.plugins.lmnt.server.engines import PLAYBACK_LEAD
+        from lmnt_local.server.engines import PLAYBACK_LEAD
 
         if any(ch.isalnum() for ch in text):
             self.leads.append((text.strip(), PLAYBACK_LEAD.get()))
@@ -332,8 +332,8 @@ async def test_a_cold_first_turn_costs_its_handshake_and_no_more() -> None:
     """Item 8: a fresh instance whose first turn follows the track assignment at once (a
     greeting) sends its text on the connection the assignment opened, as soon as it is open:
     not a second connection, and no extra wait for a refusal nobody could act on."""
+    from lmnt_local.server import Faults
     from videosdk.plugins.lmnt import LMNTTTS
-    from videosdk.plugins.lmnt.server import Faults
 
     from track_helpers import Drain, aiter_of, make_track
 

@@ -44,8 +44,8 @@ from agent_harness import (
     lmnt_tasks,
     long_reply,
 )
+from lmnt_local.server import Faults
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import Faults
 
 from track_helpers import free_port
 

@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
 
 pytestmark = pytest.mark.asyncio
 
@@ -233,6 +233,7 @@ async def test_lone_surrogate_in_text_is_an_lmnt_error(version: str | None) -> N
 
 async def test_init_sent_twice_leaks_no_key(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="videosdk.plugins.lmnt")
+    caplog.set_level(logging.DEBUG, logger="lmnt_local")
     async with LocalLMNTServer(engine=TONE) as srv:
         events, code = await converse(srv.ws_url, PCM, PCM)
         typed = {**PCM, "lmnt-version": "1.1"}

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from lmnt_local.server.encoding.encoders import STREAM_FORMATS, make_encoder
 from videosdk.plugins.lmnt import decoders, webm
 from videosdk.plugins.lmnt.audio import FORMATS, AudioDecodeError, AudioPipeline
-from videosdk.plugins.lmnt.server.encoding import STREAM_FORMATS, make_encoder
 
 from audio_helpers import active_span, duration, estimate_pitch, s16_array, sine_s16, time_limit
 

@@ -2,7 +2,7 @@
 
 Most tests call ``main([...])`` in-process (in a plain test, or through ``asyncio.to_thread``
 when the test's own loop runs a server, since ``main`` calls ``asyncio.run``); a few run the
-console path as a subprocess (``python -m videosdk.plugins.lmnt.cli`` with ``src`` on
+console path as a subprocess (``python -m lmnt_local.cli.app`` with ``src`` on
 ``PYTHONPATH``), because exit codes, signals and stdout/stderr are what scripts see.  Audio is
 judged by measurement, not by trusting the CLI's own report: speech must last as long as its
 words take at espeak's pace, be loud, and have a spectrum no tone has; the tone engine must come
@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from videosdk.plugins.lmnt.cli import main
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+from lmnt_local.cli.app import main
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span, estimate_pitch, s16_array
 from env_helpers import clear_lmnt_env, subprocess_env
@@ -77,7 +77,7 @@ def _cli(
 ) -> subprocess.CompletedProcess[str]:
     """The console path: a fresh interpreter, real exit code, real stdout/stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "videosdk.plugins.lmnt.cli", *args],
+        [sys.executable, "-m", "lmnt_local.cli.app", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -209,7 +209,7 @@ async def test_format_and_rate_reach_the_server_and_decode(
 
 async def test_wav_holds_all_the_audio_the_server_sent(tmp_path: Path) -> None:
     """No truncation: a few paragraphs of espeak speech, sample for sample what was sent."""
-    from videosdk.plugins.lmnt.server.espeak import EspeakEngine
+    from lmnt_local.server.engines.espeak import EspeakEngine
 
     out = tmp_path / "long.wav"
     async with LocalLMNTServer(engine=EspeakEngine()) as srv:
@@ -248,7 +248,7 @@ async def test_text_beyond_one_turn_is_spoken_in_several(
 ) -> None:
     """A book chapter must not hit a server's per-session text limit: it becomes several turns
     of sentence-sized messages, and nothing is lost or reordered between them."""
-    from videosdk.plugins.lmnt import cli_speak
+    from lmnt_local.cli import speak as cli_speak
 
     monkeypatch.setattr(cli_speak, "TURN_CHARS", 40)
     monkeypatch.setattr(cli_speak, "CHUNK_CHARS", 15)
@@ -274,7 +274,7 @@ async def test_sigterm_during_say_leaves_no_partial_file(tmp_path: Path) -> None
     out = tmp_path / "x.wav"
     async with LocalLMNTServer(engine=ToneEngine(), faults=Faults(pace=1.0)) as srv:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "videosdk.plugins.lmnt.cli", "say", "x" * 300,
+            sys.executable, "-m", "lmnt_local.cli.app", "say", "x" * 300,
             "--ws-url", srv.ws_url, "-o", str(out),
             stderr=subprocess.PIPE, env=_env(),
         )  # fmt: skip
@@ -291,7 +291,7 @@ async def test_sigterm_during_say_leaves_no_partial_file(tmp_path: Path) -> None
 
 def test_say_writes_a_wav_to_stdout() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "say", "abcd", "--engine", "tone",
+        [sys.executable, "-m", "lmnt_local.cli.app", "say", "abcd", "--engine", "tone",
          "-o", "-", "-q"],
         capture_output=True, env=_env(), timeout=20, check=False,
     )  # fmt: skip
@@ -498,7 +498,7 @@ def test_serve_unloadable_tls_files_fail_with_1(
 def _serve(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``lmnt-local serve --port 0 ...`` in a subprocess; yields it and the URL it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve", "--port", "0", *args],
+        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

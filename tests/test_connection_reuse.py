@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span
 from track_helpers import TRACK_RATE, Drain, make_track

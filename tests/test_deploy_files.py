@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from videosdk.plugins.lmnt.server.config import ServerConfig
+from lmnt_local.server.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -76,13 +76,15 @@ def test_kubernetes_objects_fit_together_and_the_server() -> None:
     assert container["ports"][0]["containerPort"] == 8765
 
 
-def test_dockerfile_is_slim_non_root_with_the_engine_and_a_readiness_check() -> None:
+def test_dockerfile_is_slim_non_root_server_only_with_the_engine_and_a_readiness_check() -> None:
     text = (ROOT / "Dockerfile").read_text()
     bases = re.findall(r"^FROM (\S+)", text, re.M)
     assert bases and all(re.fullmatch(r"python:3\.1[1-9]-slim(\s.*)?", b) for b in bases), bases
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert '"videosdk-plugins-lmnt[local]"' in text  # the espeak engine extra
+    # The server distribution alone, with its engines: no VideoSDK package in the image.
+    assert '"lmnt-local[local]"' in text and "./lmnt-local[local]" in text
+    assert "videosdk" not in text.replace("VideoSDK", "")
     assert re.search(r"^HEALTHCHECK .*\n?.*/readyz", text, re.M)
     assert "EXPOSE 8765" in text and '"--port", "8765"' in text and '"0.0.0.0"' in text
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):

@@ -23,17 +23,25 @@ import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from videosdk.plugins.lmnt.cli import _build_parser
+from lmnt_local.cli.app import _build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+#: The server distribution's project, installable alone from ``./lmnt-local``.
+SERVER_PYPROJECT = tomllib.loads((ROOT / "lmnt-local" / "pyproject.toml").read_text())
 PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
 EXTRAS = set(PYPROJECT["project"]["optional-dependencies"])
+#: The extras each checkout path offers.
+PATH_EXTRAS = {
+    ".": EXTRAS,
+    "./lmnt-local": set(SERVER_PYPROJECT["project"]["optional-dependencies"]),
+}
 DECLARED = {
-    canonicalize_name(Requirement(r).name)
+    canonicalize_name(Requirement(r.replace("{root:uri}", "file:///r")).name)
+    for project in (PYPROJECT, SERVER_PYPROJECT)
     for r in [
-        *PYPROJECT["project"]["dependencies"],
-        *(r for reqs in PYPROJECT["project"]["optional-dependencies"].values() for r in reqs),
+        *project["project"]["dependencies"],
+        *(r for reqs in project["project"]["optional-dependencies"].values() for r in reqs),
     ]
 }
 DOCS = sorted(
@@ -42,7 +50,8 @@ DOCS = sorted(
         *(ROOT / "docs").glob("*.md"),
         *(ROOT / "examples").glob("*.py"),
         *(ROOT / "benchmarks").glob("*.md"),
-        *(ROOT / "src").rglob("*.py"),  # hints the package prints
+        *(ROOT / "src").rglob("*.py"),  # hints the packages print
+        *(ROOT / "lmnt-local" / "src").rglob("*.py"),
     ]
 )
 # Shell text that ends a command: pipes, redirections, chaining, comments.
@@ -108,8 +117,10 @@ def test_install_line_installs_this_checkout_or_a_declared_package(
     for target in targets:
         path, _, extras = target.partition("[")
         if path in (".", "./") or path.startswith(("./", "/")):
+            path = path.rstrip("/") or "."
+            assert path in PATH_EXTRAS, f"{where}: {target!r} is no installable project here"
             named = {e.strip() for e in extras.rstrip("]").split(",") if e.strip()}
-            assert named <= EXTRAS, f"{where}: {target!r} names extras pyproject lacks"
+            assert named <= PATH_EXTRAS[path], f"{where}: {target!r} names extras it lacks"
             continue
         try:
             requirement = Requirement(target)
@@ -168,7 +179,7 @@ def _repo_paths() -> list[tuple[str, str]]:
     """Repository paths that the docs tell a user to open or run."""
     found = []
     pattern = re.compile(
-        r"(?<![\w./-])((?:src|docs|examples|benchmarks|tests|shared|\.ci)/[\w./*-]*[\w*])"
+        r"(?<![\w./-])((?:src|lmnt-local|docs|examples|benchmarks|tests|shared|\.ci)/[\w./*-]*[\w*])"
     )
     for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "benchmarks/README.md"]:
         text = _source(path)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from videosdk.plugins.lmnt.server.encode_pool import EncoderPool, RemoteEncoder
+from lmnt_local.server.encoding.pool import EncoderPool, RemoteEncoder
 
 
 async def test_remote_encoder_round_trip_and_errors() -> None:
@@ -34,8 +34,8 @@ _SERVER = textwrap.dedent(
     """
     import asyncio, json, os, sys
     import aiohttp
-    from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-    from videosdk.plugins.lmnt.server.encode_pool import _Workers
+    from lmnt_local.server import LocalLMNTServer, ToneEngine
+    from lmnt_local.server.encoding.pool import _Workers
 
     async def main():
         async with LocalLMNTServer(engine=ToneEngine()) as srv:
@@ -88,7 +88,7 @@ def test_workers_end_when_the_server_process_is_killed() -> None:
 async def test_a_killed_worker_is_replaced() -> None:
     """An encoding worker killed (OOM killer, operator) fails its own sessions with an error;
     the next session gets a fresh worker instead of the same error forever."""
-    from videosdk.plugins.lmnt.server.encode_pool import _ProcessExecutor, _Workers
+    from lmnt_local.server.encoding.pool import _ProcessExecutor, _Workers
 
     pool = EncoderPool()
     victim = await pool.make("mp3", 24000)

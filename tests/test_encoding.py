@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server.encoding import (
+from lmnt_local.server.encoding.encoders import (
     HTTP_FORMATS,
     STREAM_FORMATS,
     Encoder,
@@ -27,7 +27,9 @@ from videosdk.plugins.lmnt.server.encoding import (
 from audio_helpers import active_span, estimate_pitch, s16_array, sine_s16, time_limit
 
 RATES = (8000, 16000, 24000)
-ENCODING_PY = Path(__file__).resolve().parents[1] / "src/videosdk/plugins/lmnt/server/encoding.py"
+ENCODING_PY = (
+    Path(__file__).resolve().parents[1] / "lmnt-local/src/lmnt_local/server/encoding/encoders.py"
+)
 
 
 def _encode_in_pieces(enc: Encoder, pcm: bytes, piece_seconds: float = 0.02) -> list[bytes]:

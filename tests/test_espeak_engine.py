@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server.engines import LMNT_VOICES, EngineChunk, SpeechEngine, ToneEngine
+from lmnt_local.server.engines import LMNT_VOICES, EngineChunk, SpeechEngine, ToneEngine
 
-espeak = pytest.importorskip("videosdk.plugins.lmnt.server.espeak")
+espeak = pytest.importorskip("lmnt_local.server.engines.espeak")
 if not espeak.EspeakEngine.available():
     pytest.skip("no libespeak-ng on this machine", allow_module_level=True)
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lmnt_local.server import ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import ToneEngine
 
 from audio_helpers import active_span, estimate_pitch
-from env_helpers import refuse_non_loopback
+from env_helpers import SOURCES, refuse_non_loopback
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -116,7 +116,7 @@ async def test_offline_conversation_with_the_tone_engine(
 async def test_offline_conversation_speaks_with_espeak(
     tmp_path: Path, offline_env: None, loopback_only: list[Any]
 ) -> None:
-    from videosdk.plugins.lmnt.server.espeak import EspeakEngine
+    from lmnt_local.server.engines.espeak import EspeakEngine
 
     if not EspeakEngine.available():
         pytest.skip("espeak-ng is not installed (the 'local' extra)")
@@ -140,7 +140,7 @@ def test_offline_conversation_command(tmp_path: Path) -> None:
     """As a user runs it: a fresh interpreter, exit status 0, the WAV where ``-o`` said."""
     out = tmp_path / "cli.wav"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDEOSDK_", "LMNT_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([*SOURCES, env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "offline_conversation.py"), "-o", str(out),
          "--engine", "tone", "--timeout", "20"],

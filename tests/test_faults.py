@@ -34,6 +34,7 @@ import pytest
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 from videosdk.agents.tts.fallback_tts import FallbackTTS
 
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import (
     LMNTTTS,
     LMNTAuthError,
@@ -44,7 +45,6 @@ from videosdk.plugins.lmnt import (
     LMNTServerError,
     LMNTTimeoutError,
 )
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt.testing import make_tls_contexts, start_local_server
 
 from audio_helpers import active_span

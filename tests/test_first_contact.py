@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from videosdk.plugins.lmnt.cli import _Progress, main
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.engines import VoiceInfo
+from lmnt_local.cli.app import _Progress, main
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.engines import VoiceInfo
 
 from env_helpers import clear_lmnt_env, refuse_non_loopback, subprocess_env
 
@@ -190,13 +190,13 @@ def test_mismatched_or_wrong_tls_files_are_named(
 async def test_ctrl_c_prints_a_line_then_exits_130() -> None:
     """Before: exit 130 with nothing on stderr.  The server never answers, so ``say`` is still
     waiting when SIGINT arrives."""
-    from videosdk.plugins.lmnt.server import Faults
+    from lmnt_local.server import Faults
 
     async with LocalLMNTServer(
         engine=ToneEngine(), port=0, faults=Faults(hang_after_init=True)
     ) as server:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "videosdk.plugins.lmnt.cli", "say", "Hello. " * 40,
+            sys.executable, "-m", "lmnt_local.cli.app", "say", "Hello. " * 40,
             "--ws-url", server.ws_url, "-o", "-",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
         )  # fmt: skip
@@ -234,9 +234,10 @@ def test_version_answers_fast() -> None:
     # exactly below; this bound only catches a gross regression on a loaded machine.
     assert best < 1.0, f"lmnt-local --version took {best:.2f} s"
     code = (
-        "import sys, _lmnt_local; sys.argv = ['lmnt-local', '--version']\n"
-        "try:\n    _lmnt_local.main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('videosdk', 'numpy')))"
+        "import sys, lmnt_local.cli; sys.argv = ['lmnt-local', '--version']\n"
+        "try:\n    lmnt_local.cli.main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('videosdk', 'numpy', 'aiohttp')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr

@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
-from videosdk.plugins.lmnt import LMNTTTS, LMNTError
-from videosdk.plugins.lmnt.protocol import (
+from lmnt_local.protocol import (
     FORMATS,
     LANGUAGES,
     SAMPLE_RATES,
@@ -47,7 +46,8 @@ from videosdk.plugins.lmnt.protocol import (
     decode_client_message,
     parse_init,
 )
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer
+from lmnt_local.server import Faults, LocalLMNTServer
+from videosdk.plugins.lmnt import LMNTTTS, LMNTError
 from videosdk.plugins.lmnt.testing import start_local_server
 
 from audio_helpers import sine_s16

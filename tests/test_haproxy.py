@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
+from lmnt_local.server import ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS, LMNTConnectionError, LMNTError
-from videosdk.plugins.lmnt.server import ToneEngine
 
 from audio_helpers import active_span
 from track_helpers import TRACK_RATE, free_port, make_track

@@ -15,7 +15,7 @@ import time
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,7 +27,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 from asr_helpers import RATE, SENTENCES, wer
 
@@ -87,7 +87,7 @@ async def test_a_tone_is_not_speech() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["neural", "espeak"])
 async def test_eleven_sentences_per_engine(name: str, piper_engine: Any) -> None:
-    from videosdk.plugins.lmnt.server.engines import make_engine
+    from lmnt_local.server.engines import make_engine
 
     engine = piper_engine if name == "neural" else make_engine(name)
     audios = await _speak_all(engine, SENTENCES)

@@ -23,8 +23,8 @@ from videosdk.agents.metrics.traces_flow import TracesFlowManager
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 from videosdk.agents.speech_generation import SpeechGeneration
 
+from lmnt_local.server import Faults, LocalLMNTServer
 from videosdk.plugins.lmnt import LMNTTTS, LMNTAuthError, LMNTError, LMNTTimeoutError
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer
 from videosdk.plugins.lmnt.testing import TrackRecorder, drain_track
 
 from audio_helpers import estimate_pitch, sine_s16

@@ -26,16 +26,16 @@ import pytest
 from videosdk.agents import Agent, AgentSession, Pipeline
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
+from lmnt_local.protocol import ErrorFrame, split_complete_sentences
+from lmnt_local.server import Faults, ServerConfig, ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS, LMNTRateLimitError, LMNTServerError
 from videosdk.plugins.lmnt.connection import error_from_frame
-from videosdk.plugins.lmnt.protocol import ErrorFrame, split_complete_sentences
 from videosdk.plugins.lmnt.sending import (
     MAX_MESSAGE_CHARS,
     SESSION_TEXT_BUDGET,
     SendPacer,
     TextCursor,
 )
-from videosdk.plugins.lmnt.server import Faults, ServerConfig, ToneEngine
 from videosdk.plugins.lmnt.testing import start_local_server
 
 from track_helpers import TRACK_RATE, Drain, FlushMarker, aiter_of, make_track
@@ -257,7 +257,7 @@ async def test_chapter_through_the_cli(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "videosdk.plugins.lmnt.cli", "say", "--ws-url", server.ws_url,
+            sys.executable, "-m", "lmnt_local.cli.app", "say", "--ws-url", server.ws_url,
             "--sample-rate", "8000", "-o", str(out),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )  # fmt: skip

@@ -17,8 +17,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer
-from videosdk.plugins.lmnt.server.engines.text import first_clause_split, phoneme_owners
+from lmnt_local.server import LocalLMNTServer
+from lmnt_local.server.text.segment import first_clause_split, phoneme_owners
 
 from audio_helpers import s16_array
 from neural_helpers import stream
@@ -137,7 +137,7 @@ def _voice_dir(tmp_path: Path) -> Path:
 
 async def test_bring_your_own_voices(tmp_path: Path) -> None:
     pytest.importorskip("piper")
-    from videosdk.plugins.lmnt.server.engines import PiperEngine
+    from lmnt_local.server.engines import PiperEngine
 
     engine = PiperEngine(voice_dirs=[_voice_dir(tmp_path)])
     async with LocalLMNTServer(engine=engine) as srv:
@@ -204,7 +204,7 @@ class _SlowLoad:
     """The tone engine with a model that takes 0.4 s to load."""
 
     def __init__(self) -> None:
-        from videosdk.plugins.lmnt.server import ToneEngine
+        from lmnt_local.server import ToneEngine
 
         self._tone = ToneEngine()
         self.name = "slow"
@@ -287,7 +287,7 @@ def test_phoneme_owners_follow_words_through_context_changes() -> None:
 def test_serve_with_a_missing_voice_directory_is_one_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from videosdk.plugins.lmnt.cli import main
+    from lmnt_local.cli.app import main
 
     missing = tmp_path / "nope"
     assert main(["serve", "--port", "0", "--voices", str(missing)]) == 1
@@ -297,7 +297,7 @@ def test_serve_with_a_missing_voice_directory_is_one_clear_error(
 
 def test_voices_lists_brought_voices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("piper")
-    from videosdk.plugins.lmnt.server.engines import make_engine
+    from lmnt_local.server.engines import make_engine
 
     engine = make_engine("neural", voice_dirs=[_voice_dir(tmp_path)])
     ids = [v.id for v in engine.voices()]
@@ -322,8 +322,8 @@ sys.meta_path.insert(0, Block())
 import ctypes.util
 ctypes.util.find_library = lambda name: None
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import LocalLMNTServer
-from videosdk.plugins.lmnt.server.engines import EngineUnavailable, best_engine, make_engine
+from lmnt_local.server import LocalLMNTServer
+from lmnt_local.server.engines import EngineUnavailable, best_engine, make_engine
 print(best_engine().name)
 try:
     make_engine("neural")
@@ -344,7 +344,7 @@ def test_pool_serves_the_earliest_deadline_first() -> None:
     pytest.importorskip("piper")
     import threading
 
-    from videosdk.plugins.lmnt.server.engines.piper import _Pool
+    from lmnt_local.server.engines.piper import _Pool
 
     pool = _Pool(1)
     gate = threading.Event()
@@ -366,8 +366,8 @@ def test_pool_serves_the_earliest_deadline_first() -> None:
 async def test_the_server_tells_engines_how_much_audio_a_session_holds() -> None:
     """Sentence 2 of a text is asked for while sentence 1 (1.1 s of tone, sent at once) is
     still playing: its call carries a lead of about that much; the first call carries 0."""
-    from videosdk.plugins.lmnt.server import ToneEngine
-    from videosdk.plugins.lmnt.server.engines import PLAYBACK_LEAD
+    from lmnt_local.server import ToneEngine
+    from lmnt_local.server.engines import PLAYBACK_LEAD
 
     leads: list[float] = []
 
@@ -394,7 +394,7 @@ def test_exiting_while_the_model_renders_does_not_abort_the_process() -> None:
     pytest.importorskip("piper")
     code = """
 import asyncio
-from videosdk.plugins.lmnt.server.engines import PiperEngine
+from lmnt_local.server.engines import PiperEngine
 LONG = " ".join(["A long sentence that keeps the model busy, with clauses and more words."] * 6)
 async def main():
     engine = PiperEngine()

@@ -22,7 +22,7 @@ import pytest_asyncio
 import trustme
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 lk_lmnt = pytest.importorskip("livekit.plugins.lmnt")
 lk_agents = pytest.importorskip("livekit.agents")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 TONE = ToneEngine()
 KEY = "sesame-node"

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 lmnt = pytest.importorskip("lmnt")
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 
 from track_helpers import FlushMarker, aiter_of, make_track
 

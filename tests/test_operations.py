@@ -19,11 +19,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.engines import EngineChunk
-from videosdk.plugins.lmnt.server.limits import KeyLimit, LimitsConfig
-from videosdk.plugins.lmnt.server.logs import JsonFormatter
-from videosdk.plugins.lmnt.server.metrics import key_label
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
+from lmnt_local.server.engines import EngineChunk
+from lmnt_local.server.ops.limits import KeyLimit, LimitsConfig
+from lmnt_local.server.ops.logs import JsonFormatter
+from lmnt_local.server.ops.metrics import key_label
 
 KEY = "sk-secret-key-0123456789"
 INIT = {"X-API-Key": KEY, "voice": "ava", "format": "pcm_s16le", "sample_rate": 24000}
@@ -293,7 +293,7 @@ def _json_logs() -> Iterator[list[str]]:
             lines.append(JsonFormatter().format(record))
 
     handler = Collect(logging.DEBUG)
-    logger = logging.getLogger("videosdk.plugins.lmnt.server")
+    logger = logging.getLogger("lmnt_local.server")
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -339,7 +339,7 @@ async def test_http_request_id_header_is_the_id_the_logs_carry(
             ) as resp:
                 assert resp.status == 422
                 rid = resp.headers["request-id"]
-            logging.getLogger("videosdk.plugins.lmnt.server").info("outside any request: no id")
+            logging.getLogger("lmnt_local.server").info("outside any request: no id")
     assert rid.startswith("req_") and rid != given
     records = [json.loads(line) for line in lines]
     assert all(r.get("request_id") in (None, "", given, rid) for r in records), records

@@ -20,7 +20,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
 from videosdk.plugins.lmnt.testing import make_tls_contexts
 
 from browser_helpers import chromium_page, find_chromium

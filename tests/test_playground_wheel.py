@@ -16,15 +16,16 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC = ROOT / "src" / "videosdk" / "plugins" / "lmnt" / "server" / "static"
+SERVER_ROOT = ROOT / "lmnt-local"
+STATIC = SERVER_ROOT / "src" / "lmnt_local" / "server" / "api" / "static"
 ASSETS = ("index.html", "playground.js", "playground.css")
 
 _SERVE = textwrap.dedent(
     """
     import asyncio, json, sys
     import aiohttp
-    import videosdk.plugins.lmnt.server.playground as playground
-    from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+    import lmnt_local.server.api.playground as playground
+    from lmnt_local.server import LocalLMNTServer, ToneEngine
 
     async def main():
         async with LocalLMNTServer(engine=ToneEngine()) as srv, aiohttp.ClientSession() as http:
@@ -44,14 +45,14 @@ def test_the_wheel_ships_the_page_and_an_installed_copy_serves_it(tmp_path: Path
     subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
-            *("-w", str(wheels), str(ROOT)),
+            *("-w", str(wheels), str(SERVER_ROOT)),
         ],
         check=True,
         timeout=240,
         capture_output=True,
     )
     (wheel,) = wheels.glob("*.whl")
-    inside = "videosdk/plugins/lmnt/server/static/"
+    inside = "lmnt_local/server/api/static/"
     with zipfile.ZipFile(wheel) as zf:
         for name in ASSETS:
             assert zf.read(inside + name) == (STATIC / name).read_bytes(), name

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from videosdk.plugins.lmnt.server.engines.text import first_clause_split, speech_pieces
+from lmnt_local.server.text.segment import first_clause_split, speech_pieces
 
 LONG = "We are open from nine in the morning until six in the evening every weekday."
 

@@ -34,14 +34,14 @@ import pytest
 import trustme
 from videosdk.agents.tts.fallback_tts import FallbackTTS
 
+from lmnt_local.protocol import SessionOptions
+from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
+from lmnt_local.server.api import session as server_session
 from videosdk.plugins.lmnt import (
     LMNTTTS,
     LMNTConnectionError,
     LMNTError,
 )
-from videosdk.plugins.lmnt.protocol import SessionOptions
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
-from videosdk.plugins.lmnt.server import session as server_session
 
 from audio_helpers import active_span, estimate_pitch
 from track_helpers import TRACK_RATE, FlushMarker, aiter_of, make_track, speak
@@ -79,7 +79,7 @@ def all_logs() -> Iterator[_Everything]:
     root = logging.getLogger()
     names = ["", "aiohttp", "aiohttp.client", "aiohttp.server", "aiohttp.websocket",
              "aiohttp.access", "asyncio", "videosdk", "videosdk.agents", "videosdk.plugins",
-             "videosdk.plugins.lmnt", "videosdk.plugins.lmnt.server"]  # fmt: skip
+             "videosdk.plugins.lmnt", "lmnt_local.server"]  # fmt: skip
     saved = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.DEBUG)
@@ -521,7 +521,7 @@ async def test_local_server_binds_loopback_by_default() -> None:
 
 
 def test_cli_serves_on_loopback_by_default() -> None:
-    from videosdk.plugins.lmnt import cli
+    from lmnt_local.cli import app as cli
 
     args = cli._build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from videosdk.plugins.lmnt.server import (
+from lmnt_local.server import (
     EngineChunk,
     Faults,
     LocalLMNTServer,

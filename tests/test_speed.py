@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span
 from neural_helpers import stream
@@ -87,7 +87,7 @@ async def test_form_body_speed_is_validated_too() -> None:
 
 
 async def test_espeak_speed_changes_the_pace() -> None:
-    from videosdk.plugins.lmnt.server.espeak import EspeakEngine
+    from lmnt_local.server.engines.espeak import EspeakEngine
 
     if not EspeakEngine.available():
         pytest.skip("espeak-ng is not installed")

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-SERVE = [sys.executable, "-m", "videosdk.plugins.lmnt.cli", "serve"]
+SERVE = [sys.executable, "-m", "lmnt_local.cli.app", "serve"]
 
 BLOCKED = """
 import asyncio, time
-from videosdk.plugins.lmnt.server import LocalLMNTServer, ToneEngine
-from videosdk.plugins.lmnt.server.runner import serve_until_signalled
+from lmnt_local.server import LocalLMNTServer, ToneEngine
+from lmnt_local.server.ops.runner import serve_until_signalled
 
 async def main():
     server = LocalLMNTServer(ToneEngine())
@@ -76,7 +76,7 @@ def _sessions_total(http_url: str) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_workers_share_the_port_are_restarted_and_stop_on_sigterm() -> None:
-    from videosdk.plugins.lmnt.cli import main
+    from lmnt_local.cli.app import main
 
     proc = subprocess.Popen(
         [*SERVE, "--port", "0", "--engine", "tone", "--workers", "2"],
@@ -122,7 +122,7 @@ def test_workers_share_the_port_are_restarted_and_stop_on_sigterm() -> None:
 def test_serve_refuses_bad_deployment_settings_with_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from videosdk.plugins.lmnt.cli import main
+    from lmnt_local.cli.app import main
 
     bad = tmp_path / "limits.toml"
     bad.write_text("[default]\nmax_sessions = -1\n")
@@ -141,9 +141,9 @@ def test_serve_refuses_bad_deployment_settings_with_2(
 def test_default_workers_follow_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """The neural engine's pool already uses every core: one worker by default (2 workers kept
     32 sessions real time where 1 kept 40); other engines get one worker per core."""
-    from videosdk.plugins.lmnt.cli import _build_parser
-    from videosdk.plugins.lmnt.cli_serve import _resolve
-    from videosdk.plugins.lmnt.server.workers import default_workers
+    from lmnt_local.cli.app import _build_parser
+    from lmnt_local.cli.serve import _resolve
+    from lmnt_local.server.ops.workers import default_workers
 
     monkeypatch.delenv("LMNT_WORKERS", raising=False)
 
@@ -162,7 +162,7 @@ def test_default_workers_follow_the_engine(monkeypatch: pytest.MonkeyPatch) -> N
 def test_inference_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """``serve --workers N`` hands each worker cores / N inference threads this way."""
     pytest.importorskip("piper")
-    from videosdk.plugins.lmnt.server.engines.piper import PiperEngine
+    from lmnt_local.server.engines.piper import PiperEngine
 
     monkeypatch.setenv("LMNT_INFERENCE_THREADS", "1")
     assert PiperEngine()._workers == 1

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
+from lmnt_local.server import LocalLMNTServer
 from videosdk.plugins.lmnt import LMNTTTS, testing
-from videosdk.plugins.lmnt.server import LocalLMNTServer
 
 pytestmark = pytest.mark.timeout(60)
 

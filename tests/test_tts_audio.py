@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from videosdk.agents.room.output_stream import MixingCustomAudioStreamTrack
 
+from lmnt_local.protocol import FORMATS, SAMPLE_RATES
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.protocol import FORMATS, SAMPLE_RATES
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span, estimate_pitch
 from track_helpers import FRAME_BYTES, TRACK_RATE, Drain, FlushMarker, aiter_of, make_track, speak

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from videosdk.agents.tts.fallback_tts import FallbackTTS
 
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import (
     LMNTTTS,
     LMNTAuthError,
@@ -19,7 +20,6 @@ from videosdk.plugins.lmnt import (
     LMNTServerError,
     LMNTTimeoutError,
 )
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span, estimate_pitch
 from track_helpers import TRACK_RATE, Drain, FlushMarker, aiter_of, free_port, make_track, speak

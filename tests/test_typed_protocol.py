@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from lmnt_local.protocol import FORMATS, STREAM_PATH
+from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 from videosdk.plugins.lmnt import (
     LMNTTTS,
     LMNTAuthError,
@@ -27,8 +29,6 @@ from videosdk.plugins.lmnt import (
     LMNTProtocolError,
     LMNTServerError,
 )
-from videosdk.plugins.lmnt.protocol import FORMATS, STREAM_PATH
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer, ToneEngine
 
 from audio_helpers import active_span, estimate_pitch
 from track_helpers import FRAME_BYTES, TRACK_RATE, FlushMarker, aiter_of, make_track, speak

@@ -18,8 +18,8 @@ from typing import Any
 import av.logging
 import pytest
 
+from lmnt_local.server import LocalLMNTServer
 from videosdk.plugins.lmnt import LMNTTTS, audio, webm
-from videosdk.plugins.lmnt.server import LocalLMNTServer
 
 from track_helpers import make_track
 

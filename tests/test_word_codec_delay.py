@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lmnt_local.server import LocalLMNTServer
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import LocalLMNTServer
 
 from track_helpers import TRACK_RATE, aiter_of, make_track, speak
 

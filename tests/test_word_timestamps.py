@@ -23,8 +23,8 @@ import pytest
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 from videosdk.agents.speech_generation import SpeechGeneration
 
+from lmnt_local.server import Faults, LocalLMNTServer
 from videosdk.plugins.lmnt import LMNTTTS
-from videosdk.plugins.lmnt.server import Faults, LocalLMNTServer
 
 from track_helpers import FlushMarker, aiter_of, make_track, speak
 

@@ -1,7 +1,7 @@
 """LMNT text-to-speech for VideoSDK Agents, with a local LMNT-compatible server.
 
 ``from videosdk.plugins.lmnt import LMNTTTS`` is a drop-in replacement for the 1.0.30 plugin;
-``videosdk.plugins.lmnt.server`` holds the local server and ``videosdk.plugins.lmnt.testing``
+``lmnt_local.server`` holds the local server and ``videosdk.plugins.lmnt.testing``
 pytest fixtures for it.
 
 ``LMNTTTS`` is imported on first use: it pulls in the VideoSDK Agents framework (over a second

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -23,6 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from lmnt_local.protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
+from lmnt_local.protocol.hosts import connect_failure_reason as connect_failure_reason
+from lmnt_local.protocol.hosts import is_loopback
 
 from .errors import (
     LMNTAuthError,
@@ -34,8 +37,6 @@ from .errors import (
     redact,
     redact_url,
 )
-from .hosts import is_loopback
-from .protocol import ClientDecoder, ClientEvent, ErrorFrame, Ready, SessionOptions
 from .sending import SendPacer
 
 __all__ = [
@@ -77,28 +78,6 @@ class ConnectionSettings:
             f"ConnectionSettings(url={redact_url(self.url)!r}, "
             f"connect_timeout={self.connect_timeout:g}, close_timeout={self.close_timeout:g})"
         )
-
-
-def connect_failure_reason(exc: BaseException) -> str:
-    """Why a connection could not be made, in words a user can act on.
-
-    aiohttp's own text names its connection key ("Cannot connect to host h:p ssl:default
-    [Connect call failed ...]"), which reads as a TLS problem even for a plain ``ws://`` URL;
-    the operating system's reason ("Connection refused", "Name or service not known") is what
-    the user needs, and the caller already names the URL.
-    """
-    os_error = getattr(exc, "os_error", None)
-    if os_error is None and isinstance(exc, OSError):
-        os_error = exc
-    if isinstance(os_error, OSError):
-        if os_error.errno is not None and os_error.errno > 0:
-            with contextlib.suppress(ValueError):
-                return os.strerror(os_error.errno)
-        if os_error.strerror:
-            return os_error.strerror
-        if str(os_error):
-            return str(os_error)
-    return str(exc) or type(exc).__name__
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -11,9 +11,10 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from lmnt_local.protocol import FORMATS, SAMPLE_RATES
+from lmnt_local.protocol.hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
+
 from .errors import redact_url
-from .hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
-from .protocol import FORMATS, SAMPLE_RATES
 
 _FormatType = Literal["pcm_s16le", "pcm_f32le", "ulaw", "mp3", "webm"]
 _SampleRate = Literal[8000, 16000, 24000]

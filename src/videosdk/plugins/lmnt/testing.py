@@ -3,7 +3,7 @@
 Helpers (plain asyncio; importable without pytest or pytest-asyncio):
 
 * ``await start_local_server(**kwargs)`` returns a started
-  :class:`~videosdk.plugins.lmnt.server.LocalLMNTServer` (stop it with ``await server.stop()``).
+  :class:`~lmnt_local.server.LocalLMNTServer` (stop it with ``await server.stop()``).
 * ``make_tls_contexts()`` returns (server, client) SSL contexts from a throwaway CA.
 * ``await drain_track(track)`` pulls the framework's audio track as a room would, fast or in
   real time, and returns the audio that played; ``TrackRecorder`` is the same as a background
@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .server import LocalLMNTServer, ToneEngine
+from lmnt_local.server import LocalLMNTServer, ToneEngine
 
 __all__ = [
     "TrackRecorder",

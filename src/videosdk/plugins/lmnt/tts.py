@@ -21,6 +21,13 @@ from typing import Any
 
 from videosdk.agents import TTS
 
+from lmnt_local.protocol import (
+    DEFAULT_WS_URL,
+    LEGACY_VERSION,
+    TYPED_VERSIONS,
+    SessionOptions,
+)
+
 from .callers import _caller_of, _end_first_audio_wait
 from .connection import ConnectionPool, ConnectionSettings
 from .errors import LMNTError, redact, redact_url
@@ -35,12 +42,6 @@ from .options import (
     _LanguageCode,
     _SampleRate,
     _validate,
-)
-from .protocol import (
-    DEFAULT_WS_URL,
-    LEGACY_VERSION,
-    TYPED_VERSIONS,
-    SessionOptions,
 )
 from .track import _playback_clock, _queued_samples
 from .turn import (

@@ -18,6 +18,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from lmnt_local.protocol import (
+    Audio,
+    ErrorFrame,
+    Extras,
+    FlushComplete,
+    ProtocolViolation,
+    ResetComplete,
+    SessionOptions,
+    Timestamps,
+    encode_client_eof,
+    encode_client_flush,
+    encode_client_text,
+)
+
 from .audio import AudioDecodeError, AudioPipeline
 from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
 from .errors import (
@@ -31,19 +45,6 @@ from .feed import FLUSH, settle
 from .feed import FeedRelease as FeedRelease  # re-exported: turn.py was their home
 from .feed import TextFeed as TextFeed
 from .feed import join_chunk as join_chunk
-from .protocol import (
-    Audio,
-    ErrorFrame,
-    Extras,
-    FlushComplete,
-    ProtocolViolation,
-    ResetComplete,
-    SessionOptions,
-    Timestamps,
-    encode_client_eof,
-    encode_client_flush,
-    encode_client_text,
-)
 from .sending import (
     MAX_MESSAGE_CHARS,
     MESSAGES_PER_SECOND,

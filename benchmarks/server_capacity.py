@@ -2,7 +2,9 @@
 
 Run from the repository root (needs only the package's own dependencies)::
 
-    python benchmarks/server_capacity.py                     # neural, espeak, tone, N = 1..64
+    python benchmarks/server_capacity.py                     # hibari, neural, espeak, N = 1..64
+    python benchmarks/server_capacity.py --stagger 3 --sessions 25,50,100,150 --rounds 1 \
+        --burst 32 --budget 900                              # issue 19's capacity figures
     python benchmarks/server_capacity.py --engines espeak --sessions 1,8,64,128 --rounds 1
     python benchmarks/server_capacity.py --engines neural --sessions 8,16,24 --stagger 2
 
@@ -27,6 +29,12 @@ N queues N first pieces on the cores at once).  Per session:
   ``first + audio_before_k``; ``late`` is the share of frames that arrived after that, ``stall``
   the longest a player without a jitter buffer would have waited in the session (its total
   underrun).
+
+``--burst N`` adds, after each engine's sweep, one burst of N simultaneous starts (its
+first-audio p95 is the figure to read).  ``RSS`` is the server process's resident memory
+(workers included) at its peak during the level, sampled every 0.2 s; the engine's memory
+after loading is printed with the warm-up line.  The CPU model and the 1-minute load average
+are printed too: on a shared machine the numbers are only as quiet as it was.
 
 A level **falls behind** when any session's RTF is below 1.0 or the p95 frame lateness over
 all its sessions is above zero.  The sweep stops after the first level that falls behind, and
@@ -53,6 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 BYTES_PER_SECOND = 2 * 24000  # pcm_s16le at 24 kHz: no decoding needed to count seconds
@@ -196,6 +207,9 @@ class Server:
     def cpu(self) -> float | None:
         return _cpu_seconds(self.proc.pid)
 
+    def rss(self) -> float | None:
+        return rss_mb(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -214,6 +228,7 @@ class Level:
     wall: float
     server_cpu: float | None
     client_cpu: float
+    rss: float | None = None  # peak MB during the level
     #: The machine's 1-minute load average after the level: the numbers are only as quiet as it.
     load: float = field(default_factory=lambda: os.getloadavg()[0])
 
@@ -248,16 +263,18 @@ class Level:
             f"{self.engine:<7}{self.sessions:>5}{statistics.median(ttfa):>9.0f}"
             f"{_percentile(ttfa, 0.95):>9.0f}{max(ttfa):>9.0f}{min(rtf):>9.1f}"
             f"{statistics.median(rtf):>9.1f}{100 * late_share:>7.1f}%{stall:>8.2f}"
-            f"{server:>8}{client:>8}{self.wall:>7.1f}{self.load:>6.1f}  {verdict}"
+            f"{server:>8}{client:>8}{self.wall:>7.1f}{self.load:>6.1f}"
+            f"{'n/a' if self.rss is None else f'{self.rss:.0f}':>6}  {verdict}"
         )
 
 
 HEADER = (
     f"{'engine':<7}{'N':>5}{'TTFA p50':>9}{'p95':>9}{'max':>9}{'RTF min':>9}{'p50':>9}"
-    f"{'late':>8}{'stall':>8}{'srv CPU':>8}{'cli CPU':>8}{'wall':>7}{'load':>6}  verdict"
+    f"{'late':>8}{'stall':>8}{'srv CPU':>8}{'cli CPU':>8}{'wall':>7}{'load':>6}{'RSS':>6}"
+    "  verdict"
 )
 UNITS = f"{'':<12}{'ms':>9}{'ms':>9}{'ms':>9}{'x':>9}{'x':>9}{'frames':>8}{'s':>8}" + (
-    f"{'1 core':>8}{'1 core':>8}{'s':>7}{'1 min':>6}"
+    f"{'1 core':>8}{'1 core':>8}{'s':>7}{'1 min':>6}{'MB':>6}"
 )
 
 
@@ -266,16 +283,33 @@ async def _level(
 ) -> Level:
     results: list[SessionResult] = []
     cpu0, client0, wall0 = server.cpu(), time.process_time(), time.monotonic()
+    peak: list[float] = []
+
+    async def sample_rss() -> None:
+        for _ in range(int(SESSION_TIMEOUT * 10 * 10)):  # bounded: ten rounds' worth
+            value = server.rss()
+            if value is not None:
+                peak.append(value)
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample_rss())
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        for _ in range(rounds):
-            results += await asyncio.gather(
-                *(_session(http, server.url, text, stagger * i / n) for i in range(n))
-            )
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(rounds):
+                results += await asyncio.gather(
+                    *(_session(http, server.url, text, stagger * i / n) for i in range(n))
+                )
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
     wall = time.monotonic() - wall0
     cpu1 = server.cpu()
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-    return Level(engine, n, results, wall, server_cpu, time.process_time() - client0)
+    level = Level(engine, n, results, wall, server_cpu, time.process_time() - client0)
+    level.rss = max(peak) if peak else None
+    return level
 
 
 async def _sweep(
@@ -286,7 +320,9 @@ async def _sweep(
         warm = await _level(server, engine, 1, 1, PARAGRAPH)  # imports, engine init, caches
         if warm.ok_results:
             audio = warm.ok_results[0].audio_seconds
-            print(f"{engine}: {server.url}, paragraph = {audio:.1f} s of audio", flush=True)
+            rss = server.rss()
+            memory = "" if rss is None else f", server RSS after load {rss:.0f} MB"
+            print(f"{engine}: {server.url}, paragraph = {audio:.1f} s of audio{memory}", flush=True)
         else:
             print(f"{engine}: warm-up failed: {warm.results[0].error}", flush=True)
             return
@@ -302,6 +338,9 @@ async def _sweep(
             previous_wall, previous_n = level.wall, n
             if level.behind and not args.keep_going:
                 break
+        if args.burst:
+            level = await _level(server, "burst", args.burst, 1, PARAGRAPH)
+            print(level.row(), flush=True)
     finally:
         server.stop()
 
@@ -316,7 +355,12 @@ def _sessions(value: str) -> list[int]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--engines", default="neural,espeak,tone", help="comma list (neural,espeak,tone)"
+        "--engines",
+        default="hibari,neural,espeak",
+        help="comma list (hibari,neural,espeak,tone)",
+    )
+    parser.add_argument(
+        "--burst", type=int, default=0, help="after each sweep, one burst of N simultaneous starts"
     )
     parser.add_argument(
         "--stagger", type=float, default=0.0, help="spread each burst's starts over S seconds"
@@ -338,7 +382,8 @@ async def main() -> None:
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget
     print(
-        f"{os.cpu_count()} CPUs, {args.workers} server worker(s); "
+        f"{cpu_model()}, load average {os.getloadavg()[0]:.2f}, "
+        f"{args.workers} server worker(s); "
         f"{len(PARAGRAPH.split())}-word paragraph per session; legacy "
         f"protocol, pcm_s16le 24 kHz; {args.rounds} burst(s) of N sessions per level"
         + (f", starts spread over {args.stagger:g} s" if args.stagger else "")

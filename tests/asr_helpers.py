@@ -67,3 +67,35 @@ def wer(references: Sequence[str], audios: Sequence[bytes]) -> float:
         errors += e
         total += n
     return errors / total
+
+
+def align(pcm16k: bytes, text: str) -> list[tuple[str, float, float]]:
+    """(word, start, end) in seconds of each word of ``text`` in the audio, by pocketsphinx's
+    forced alignment (``[]`` when it cannot align).  The audio is padded with 0.5 s of silence
+    each side, which alignment needs; times are of the unpadded audio."""
+    from pocketsphinx import Decoder
+
+    pad = b"\0\0" * (RATE // 2)
+    decoder = Decoder(
+        samprate=RATE,
+        lm=None,
+        bestpath=False,
+        beam=1e-120,
+        wbeam=1e-100,
+        pbeam=1e-120,
+        loglevel="FATAL",
+    )
+    decoder.set_align_text(" ".join(words(text)))
+    decoder.start_utt()
+    decoder.process_raw(pad + pcm16k + pad, full_utt=True)
+    decoder.end_utt()
+    frames_per_second = 100
+    return [
+        (
+            seg.word,
+            seg.start_frame / frames_per_second - 0.5,
+            seg.end_frame / frames_per_second - 0.5,
+        )
+        for seg in decoder.seg()
+        if not seg.word.startswith(("<", "["))
+    ]

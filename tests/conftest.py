@@ -33,3 +33,17 @@ def piper_engine() -> object:
     engine = PiperEngine()
     engine.load()
     return engine
+
+
+@pytest.fixture(scope="session")
+def hibari_engine() -> object:
+    """One loaded hibari engine for the whole run (loading costs ~1-3 s and ~100 MB).
+
+    Skipped where hibari-tts is not installed: the ``[test]`` extra installs it.
+    """
+    pytest.importorskip("hibari", reason="the hibari engine needs the [hibari] extra")
+    from lmnt_local.server.engines.hibari import HibariEngine
+
+    engine = HibariEngine()
+    engine.load()
+    return engine

@@ -157,15 +157,15 @@ def _assert_speech(pcm: bytes, words: int) -> None:
 def test_say_writes_speech_from_the_embedded_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The default engine: the best installed, Piper's joe voice with the [test] extra (it
-    speaks at ~180 wpm, as espeak does, so the same pace bounds hold)."""
+    """The default engine: the best installed, hibari's heart voice with the [test] extra (it
+    speaks at a natural pace, so the same pace bounds as espeak's hold)."""
     out = tmp_path / "hello.wav"
     assert main(["say", PARAGRAPH, "-o", str(out)]) == 0
     pcm = _read_wav(out)
     _assert_speech(pcm, len(PARAGRAPH.split()))
     assert len(pcm) // 2 % FRAME == 0
     err = capsys.readouterr().err
-    assert "speech engine: neural (Piper; voices en_US-joe-medium)" in err
+    assert "speech engine: hibari (voices heart)" in err
     assert f"wrote {out}" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == [out], "no temporary file left behind"
 
@@ -428,11 +428,12 @@ async def test_failure_mid_stream_is_an_error_not_a_short_wav(
 def test_voices_of_the_embedded_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["voices"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # The default engine is the neural one ([test] installs Piper and its one, male, voice):
-    # LMNT's Ava is spoken by it, and the list says so rather than pretending.
-    assert lines[0].split()[:2] == ["ava", "male"]
-    assert "en_US-joe-medium" in lines[0] and "no female voice" in lines[0]
-    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "en_US-joe-medium"}
+    # The default engine is hibari ([test] installs it with its one, female, voice): LMNT's
+    # Ava is spoken by it, and Morgan's line says it is not male rather than pretending.
+    assert lines[0].split()[:2] == ["ava", "female"] and "heart" in lines[0]
+    [morgan] = [line for line in lines if line.startswith("morgan")]
+    assert morgan.split()[1] == "female" and "no male voice" in morgan
+    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "heart"}
 
 
 def test_voices_of_the_espeak_engine(capsys: pytest.CaptureFixture[str]) -> None:

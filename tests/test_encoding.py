@@ -74,6 +74,9 @@ def test_format_lists() -> None:
         ("webm", "audio/webm"),
         ("wav", "audio/wav"),
         ("aac", "audio/aac"),
+        ("ogg_opus", "audio/ogg"),
+        ("flac", "audio/flac"),
+        ("wav_stream", "audio/wav"),
     ],
 )
 def test_content_type(fmt: str, expected: str) -> None:
@@ -83,7 +86,7 @@ def test_content_type(fmt: str, expected: str) -> None:
 
 def test_unknown_format_and_bad_rates_are_value_errors() -> None:
     with pytest.raises(ValueError, match="unknown audio format"):
-        make_encoder("flac", 24000)
+        make_encoder("vorbis", 24000)
     with pytest.raises(ValueError, match="unknown audio format"):
         content_type("mulaw")
     for bad in (0, -8000, True, 16000.0):

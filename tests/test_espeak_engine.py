@@ -19,6 +19,8 @@ import pytest
 
 from lmnt_local.server.engines import LMNT_VOICES, EngineChunk, SpeechEngine, ToneEngine
 
+from audio_helpers import pitch_track, rms
+
 espeak = pytest.importorskip("lmnt_local.server.engines.espeak")
 if not espeak.EspeakEngine.available():
     pytest.skip("no libespeak-ng on this machine", allow_module_level=True)
@@ -55,28 +57,6 @@ async def collect(
     ]
     pcm = np.frombuffer(b"".join(c.pcm for c in chunks), dtype="<i2")
     return pcm, chunks
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
-
-
-def pitch_track(x: np.ndarray, rate: int) -> np.ndarray:
-    """Autocorrelation pitch of the loud 40 ms frames, 60-400 Hz."""
-    x = x.astype(np.float64)
-    size, hop = int(0.04 * rate), int(0.02 * rate)
-    lo, hi = int(rate / 400), int(rate / 60)
-    out = []
-    for i in range(0, len(x) - size, hop):
-        frame = x[i : i + size]
-        if rms(frame) < 500:
-            continue
-        frame = frame - frame.mean()
-        ac = np.correlate(frame, frame, "full")[size - 1 :]
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.3 * ac[0]:
-            out.append(rate / lag)
-    return np.array(out)
 
 
 def spectrum_shape(x: np.ndarray, rate: int) -> tuple[float, int]:

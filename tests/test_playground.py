@@ -361,3 +361,37 @@ async def test_a_silent_server_is_reported_not_waited_on_forever() -> None:
 async def _first_session(srv: LocalLMNTServer) -> None:
     while not srv.sessions or srv.sessions[0].init is None:
         await asyncio.sleep(0.02)
+
+
+_OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('body *')]
+    .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > width + 0.5)
+    .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}.${[...e.classList].join('.')}`
+      + ` right=${Math.round(e.getBoundingClientRect().right)}`);
+  return {width, scroll: document.documentElement.scrollWidth, wide};
+}"""
+
+
+@needs_chromium
+async def test_fits_a_360_px_phone_screen_without_sideways_scrolling() -> None:
+    """Issue 18: on a 360 px wide phone the page, its voices, controls, spoken words and
+    metrics all fit the width; nothing needs a sideways scroll, before or after speaking."""
+    long_word = "Supercalifragilisticexpialidocious-and-then-some-more-hyphenated-words"
+    async with (
+        LocalLMNTServer(engine=ToneEngine()) as srv,
+        chromium_page(CHROMIUM or "", width=360, height=740) as (page, log),
+    ):
+        await page.goto(srv.http_url + "/")
+        await page.wait_for_selector(".voice")
+        before = await page.evaluate(_OVERFLOW_JS)
+        await _speak(page, f"{TEXT} {long_word}.")
+        after = await page.evaluate(_OVERFLOW_JS)
+        await page.fill("#text", "")
+        await page.click("#speak")  # an error state too, if the page shows one for no text
+        error = await page.evaluate(_OVERFLOW_JS)
+    for state in (before, after, error):
+        assert state["width"] == 360
+        assert state["scroll"] <= state["width"], state
+        assert state["wide"] == [], state
+    assert log.errors == []

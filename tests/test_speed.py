@@ -104,3 +104,44 @@ async def test_espeak_speed_changes_the_pace() -> None:
     assert status == 200
     assert 0.4 < spoken(bytes(fast.audio)) / spoken(bytes(normal.audio)) < 0.65
     assert 1.5 < spoken(slow) / spoken(bytes(normal.audio)) < 2.5
+
+
+# -- every engine: the duration ratio is the speed ratio, every word timed (issue 19.6) ---------
+
+SPEED_TEXT = "The birch canoe slid on the smooth planks. Glue the sheet — and the rest — to it!"
+
+
+@pytest.fixture(params=["hibari", "neural", "espeak"])
+def speaking_engine(request: pytest.FixtureRequest) -> Any:
+    if request.param == "hibari":
+        return request.getfixturevalue("hibari_engine")
+    if request.param == "neural":
+        return request.getfixturevalue("piper_engine")
+    from lmnt_local.server.engines.espeak import EspeakEngine
+
+    if not EspeakEngine.available():
+        pytest.skip("espeak-ng is not installed")
+    return EspeakEngine()
+
+
+@pytest.mark.timeout(120)
+async def test_duration_follows_speed_on_every_engine(speaking_engine: Any) -> None:
+    """Measured: the ratios are exact to a frame per sentence (before: Piper 2.0 -> 1.65x,
+    espeak 2.0 -> 2.12x and 0.25 -> 0.47x, hibari's own speed stops at 0.5)."""
+    typed = {"lmnt-version": "1.2", "return_timestamps": True, "seed": 1}
+    async with LocalLMNTServer(engine=speaking_engine) as srv:
+        got = {
+            s: await stream(srv.ws_url, SPEED_TEXT, speed=s, **typed) for s in (1.0, 0.25, 0.5, 2.0)
+        }
+    seconds = {s: len(g.audio) / 2 / RATE for s, g in got.items()}
+    for speed in (0.25, 0.5, 2.0):
+        ratio = seconds[1.0] / seconds[speed]
+        assert ratio == pytest.approx(speed, rel=0.05), f"speed {speed}: {ratio:.3f}x"
+    for speed, g in got.items():
+        words = [w for _, m in g.messages if m.get("type") == "timestamps" for w in m["timestamps"]]
+        assert [w["text"] for w in words] == SPEED_TEXT.split(), f"speed {speed}"
+        end = 0.0
+        for w in words:
+            assert w["duration"] > 0 and w["start"] >= end - 1e-3, (speed, w)
+            end = w["start"] + w["duration"]
+        assert end <= seconds[speed] + 1e-3

@@ -23,4 +23,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from lmnt_local.cli.app import main as run
 
-    return run(args)
+    return run(None if argv is None else args)  # None: the program itself (see app.main)

@@ -45,7 +45,7 @@ from lmnt_local.cli.common import _reason as _reason
 from lmnt_local.cli.common import _ws_url as _ws_url
 from lmnt_local.cli.say import PROGRESS_CHARS as PROGRESS_CHARS
 from lmnt_local.cli.say import _say
-from lmnt_local.cli.serve import add_serve_options, serve
+from lmnt_local.cli.serve import add_serve_options, exit_now, serve
 from lmnt_local.cli.speak import CHUNK_CHARS as CHUNK_CHARS
 from lmnt_local.cli.speak import TRACK_RATE as TRACK_RATE
 from lmnt_local.cli.speak import TURN_CHARS as TURN_CHARS
@@ -145,7 +145,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="speech engine: neural (Piper), espeak-ng, or the 440 Hz test tone "
+        help="speech engine: hibari, neural (Piper), espeak-ng, or the 440 Hz test tone "
         "(default auto: the best one installed, in that order)",
     )
     serve.add_argument(
@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = asyncio.run(handlers[args.command](args))
     except CLIError as exc:
-        _note(str(exc))
+        _note(str(exc), logging.ERROR)
         return exc.code
     except KeyboardInterrupt:
         _note("interrupted")  # no WAV was written (see _Output)
@@ -344,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    if argv is None and args.command == "serve":
+        # The program (not an in-process call) has stopped its server: exit now rather than
+        # spend 0.3-1 s unloading the codecs, the model and the rest (docs/cli.md, SIGTERM).
+        exit_now(code)
     return code
 
 

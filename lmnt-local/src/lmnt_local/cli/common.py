@@ -9,6 +9,7 @@ started (``lmnt-local`` or ``python -m lmnt_local``).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from lmnt_local.protocol import STREAM_PATH
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT / SIGTERM, as shells report them
-ENGINES = ("auto", "neural", "espeak", "tone")
+ENGINES = ("auto", "hibari", "neural", "espeak", "tone")
 #: Placeholder key for servers that accept any non-empty key (the embedded one, a keyless
 #: ``lmnt-local serve``): a real key is never sent where it is not needed.
 LOCAL_KEY = "local"
@@ -47,8 +48,8 @@ def _engine(
     name: str, quiet: bool = False, voice_dirs: Sequence[Path] = (), announce: bool = True
 ) -> Any:
     """The engine for an embedded or served server, named on stderr (``announce``, unless
-    ``quiet``): ``auto`` is the best installed one (neural, espeak-ng, then the tone, with a
-    hint)."""
+    ``quiet``): ``auto`` is the best installed one (hibari, Piper, espeak-ng, then the tone,
+    with a hint)."""
     from lmnt_local.server.engines import EngineUnavailable, make_engine
 
     try:
@@ -67,15 +68,22 @@ def _engine(
 
 
 def _describe_engine(engine: Any) -> str:
-    if engine.name != "neural":
+    if engine.name not in ("neural", "hibari"):
         return str(engine.name)
     voices = [v for v in engine.voices() if "alias" not in v.tags]
+    if voices and engine.name == "hibari":
+        return f"hibari (voices {', '.join(v.id for v in voices)})"
     if voices:
         return f"neural (Piper; voices {', '.join(v.id for v in voices)})"
     return str(engine.name)
 
 
-def _note(message: str) -> None:
+def _note(message: str, level: int = logging.INFO) -> None:
+    """One ``lmnt-local: ...`` line on stderr, or a JSON log record under ``--log-format json``
+    (a log collector reading that stream must get JSON lines only)."""
+    if any(getattr(h.formatter, "json_lines", False) for h in logging.getLogger().handlers):
+        logging.getLogger("lmnt_local.cli").log(level, "%s", message)
+        return
     print(f"lmnt-local: {message}", file=sys.stderr, flush=True)
 
 

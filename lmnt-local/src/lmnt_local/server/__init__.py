@@ -1,7 +1,8 @@
 """The local LMNT-compatible server (WebSocket + HTTP) and its speech engines.
 
 ``LocalLMNTServer`` is what ``lmnt-local`` runs, what the plugin's tests talk to, and what
-users can start in their own tests (see :mod:`videosdk.plugins.lmnt.testing`).
+users can start in their own tests (see :mod:`videosdk.plugins.lmnt.testing`) or embed in an
+application (``ThreadedLMNTServer`` for one that does not run asyncio).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmnt_local.server.app import LocalLMNTServer, default_engine
 from lmnt_local.server.config import ServerConfig
+from lmnt_local.server.embed import ThreadedLMNTServer
 from lmnt_local.server.engines import (
     LMNT_VOICES,
     EngineChunk,
@@ -33,6 +35,7 @@ __all__ = [
     "ServerConfig",
     "SessionRecord",
     "SpeechEngine",
+    "ThreadedLMNTServer",
     "ToneEngine",
     "VoiceInfo",
     "WordTiming",

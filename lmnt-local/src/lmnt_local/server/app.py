@@ -22,6 +22,7 @@ from aiohttp import web
 from lmnt_local.protocol import STREAM_PATH
 from lmnt_local.server.api.account import AccountBook
 from lmnt_local.server.api.http import HttpRoutes, json_errors
+from lmnt_local.server.api.openai import OpenAIRoutes
 from lmnt_local.server.api.playground import add_playground
 from lmnt_local.server.api.session import Session
 from lmnt_local.server.config import ServerConfig
@@ -54,7 +55,8 @@ class LocalLMNTServer:
 
     Use as ``async with LocalLMNTServer(...) as srv`` or ``await srv.start()`` /
     ``await srv.stop()``.  ``api_keys``: when non-empty, only these keys are accepted; when
-    empty or None, any non-empty key is.  ``sessions`` lists one :class:`SessionRecord` per
+    empty or None, any non-empty key is (an allow-list in ``limits`` adds its keys and makes
+    the set closed, see :mod:`.limits`).  ``sessions`` lists one :class:`SessionRecord` per
     WebSocket connection in order of arrival (the latest ``config.max_session_records``);
     ``faults`` may be replaced at any time and applies to connections made afterwards.
     ``accounts`` holds what the server counts per key (usage, starred voices, voice edits).
@@ -76,7 +78,11 @@ class LocalLMNTServer:
         self.engine: SpeechEngine = engine if engine is not None else default_engine()
         self.host = host
         self.ssl_context = ssl_context
-        self.api_keys = frozenset(api_keys) if api_keys else None
+        #: Per-key session and character limits (none unless configured).
+        self.limits = KeyLimits(limits)
+        listed = self.limits.config.allowed_keys  # an allow-list: its keys and api_keys only
+        accepted = set(api_keys or ()) | set(listed or ())
+        self.api_keys = frozenset(accepted) if accepted else None
         self.config = config or ServerConfig()
         self.faults = faults or Faults()
         self.sessions: list[SessionRecord] = []
@@ -89,8 +95,6 @@ class LocalLMNTServer:
         self.accounts = AccountBook(self.config.max_tracked_keys)
         self._encoders = EncoderPool()
         self._reuse_port = reuse_port
-        #: Per-key session and character limits (none unless configured).
-        self.limits = KeyLimits(limits)
         #: Prometheus instruments, served on ``/metrics``.
         self.metrics = ServerMetrics()
         #: Readiness (``/readyz``): false until the engine is loaded and from a drain on.
@@ -117,6 +121,12 @@ class LocalLMNTServer:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
         host = f"[{host}]" if ":" in host else host
         return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
+
+    @property
+    def ready(self) -> bool:
+        """True once ``start()`` has loaded the engine, until a drain or stop begins: what
+        ``GET /readyz`` answers, for an application embedding the server."""
+        return self._runner is not None and self.health.ready
 
     @property
     def ws_url(self) -> str:
@@ -164,6 +174,16 @@ class LocalLMNTServer:
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(
             self.engine, self.config, self.api_keys, encoders=self._encoders, accounts=self.accounts
+        ).add_to(app)
+        OpenAIRoutes(
+            self.engine,
+            self.config,
+            self.api_keys,
+            encoders=self._encoders,
+            usage=self.accounts.add_usage,
+            limits=self.limits,
+            metrics=self.metrics,
+            health=self.health,
         ).add_to(app)
         add_playground(app, key_required=self.api_keys is not None)
         self.health.add_to(app)

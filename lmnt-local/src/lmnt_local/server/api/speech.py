@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
@@ -18,15 +19,30 @@ from typing import Any
 from aiohttp import web
 
 from lmnt_local.protocol import InitError, InitRequest, has_lone_surrogate, is_typed, parse_init
-from lmnt_local.server.api.errors import ApiError, api_version, refusal, request_id
+from lmnt_local.server.api.errors import (
+    ApiError,
+    api_version,
+    error_response,
+    refusal,
+    request_id,
+)
 from lmnt_local.server.api.voice_ids import known_voice, unknown_voice_message
 from lmnt_local.server.config import ServerConfig, speech_units
 from lmnt_local.server.encoding.encoders import HTTP_FORMATS, content_type
 from lmnt_local.server.encoding.pool import EncoderPool
 from lmnt_local.server.encoding.stream import StreamEncoder
-from lmnt_local.server.engines import PLAYBACK_LEAD, LanguageError, SpeechEngine, check_request
+from lmnt_local.server.engines import (
+    PLAYBACK_LEAD,
+    EngineChunk,
+    LanguageError,
+    SpeechEngine,
+    check_request,
+)
+from lmnt_local.server.ops.metrics import meter_of
 
-__all__ = ["SpeechRoutes"]
+__all__ = ["SpeechRoutes", "engine_pcm"]
+
+log = logging.getLogger("lmnt_local.server")
 
 #: On HTTP, LMNT answered ``format=raw`` with an MP3 stream (measured, protocol notes section 8),
 #: and clients came to depend on it: LiveKit's plugin decodes ``raw`` replies as a container.
@@ -91,6 +107,7 @@ class SpeechRoutes:
         except ValueError as exc:  # the encoder cannot do this format at this rate
             raise ApiError.invalid("sample_rate", str(exc)) from None
         self._usage(key, len(parsed.text))
+        meter_of(request).characters(len(parsed.text))
         return parsed, encoder
 
     async def _audio(
@@ -98,48 +115,37 @@ class SpeechRoutes:
     ) -> AsyncIterator[bytes]:
         """The encoded audio of the whole text, piece by piece; ``words`` collects timings."""
         params = parsed.params
-        offset = 0.0
-        first: float | None = None  # when the first audio went out: the engine's scheduling
-        for unit in speech_units(parsed.text, self._config.max_unit_chars):  # hint, as on WS
-            lead = 0.0 if first is None else max(0.0, offset - (time.monotonic() - first))
-            PLAYBACK_LEAD.set(lead)
-            chunks = self._engine.synthesize(
-                unit,
-                voice=params.voice,
-                language=params.language,
-                sample_rate=params.sample_rate,
-                speed=params.speed,
-                seed=params.seed,
-            )
-            samples = 0
-            try:
-                async for chunk in chunks:
-                    first = time.monotonic() if first is None else first
-                    if words is not None:
-                        words.extend(
-                            _Word(w.text, offset + w.start, w.duration) for w in chunk.words
-                        )
-                    samples += len(chunk.pcm) // 2
-                    data = await self._encoders.encode(encoder, chunk.pcm)
-                    if data:
-                        yield data
-            finally:
-                aclose = getattr(chunks, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            offset += samples / params.sample_rate
+        pieces = engine_pcm(
+            self._engine,
+            parsed.text,
+            max_unit_chars=self._config.max_unit_chars,
+            voice=params.voice,
+            language=params.language,
+            sample_rate=params.sample_rate,
+            speed=params.speed,
+            seed=params.seed,
+        )
+        async for chunk, offset in pieces:
+            if words is not None:
+                words.extend(_Word(w.text, offset + w.start, w.duration) for w in chunk.words)
+            data = await self._encoders.encode(encoder, chunk.pcm)
+            if data:
+                yield data
         tail = await self._encoders.finish(encoder)
         if tail:
             yield tail
 
     async def speech_bytes(self, request: web.Request) -> web.StreamResponse:
         """Stream the whole text's audio with chunked transfer, as it is synthesized."""
+        meter = meter_of(request)
         refused = refusal(request, self._api_keys)
         if refused is not None:
+            meter.fail("permission_error" if refused.status == 403 else "authentication_error")
             return refused
         try:
             parsed, encoder = await self._prepare(request)
         except ApiError as exc:
+            meter.fail(exc.error_type)
             return exc.response(request)
         codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
         response = web.StreamResponse(
@@ -149,10 +155,18 @@ class SpeechRoutes:
         await response.prepare(request)
         try:
             async for data in self._audio(parsed, encoder):
+                meter.first_byte()
                 await response.write(data)
             await response.write_eof()
         except ConnectionError:
             pass  # the client hung up mid-stream: stop synthesizing for nobody
+        except Exception:
+            # Headers are out: cut the connection so the client sees a broken transfer, not a
+            # short file it would take for the whole answer.
+            log.exception("synthesis failed (HTTP speech request)")
+            meter.fail("internal_server_error")
+            if request.transport is not None:
+                request.transport.abort()
         # No encoder.close() here: a pool thread may still be inside the codec when the handler
         # is cancelled; the encoder's finalizer frees it once that thread lets go.
         return response
@@ -164,17 +178,27 @@ class SpeechRoutes:
         ``{"audio", "seed", "durations"}`` (``return_durations``), and so does this server for
         requests without a typed ``lmnt-version``.
         """
+        meter = meter_of(request)
         refused = refusal(request, self._api_keys)
         if refused is not None:
+            meter.fail("permission_error" if refused.status == 403 else "authentication_error")
             return refused
         try:
             parsed, encoder = await self._prepare(request)
         except ApiError as exc:
+            meter.fail(exc.error_type)
             return exc.response(request)
         words: list[_Word] = []
         audio = bytearray()
-        async for data in self._audio(parsed, encoder, words):
-            audio += data
+        try:
+            async for data in self._audio(parsed, encoder, words):
+                audio += data
+        except Exception:
+            log.exception("synthesis failed (HTTP speech request)")
+            meter.fail("internal_server_error")
+            return error_response(
+                request, 500, "internal_server_error", "speech synthesis failed on the server"
+            )
         body: dict[str, Any] = {"audio": base64.b64encode(bytes(audio)).decode("ascii")}
         spans = [w.to_json() for w in words]
         if is_typed(api_version(request)):
@@ -220,6 +244,48 @@ class SpeechRoutes:
         except LanguageError as exc:
             raise ApiError.invalid("language", str(exc)) from None
         return _Request(text, fmt, params, body)
+
+
+async def engine_pcm(
+    engine: SpeechEngine,
+    text: str,
+    *,
+    max_unit_chars: int,
+    voice: str,
+    language: str,
+    sample_rate: int,
+    speed: float,
+    seed: int | None,
+) -> AsyncIterator[tuple[EngineChunk, float]]:
+    """The engine's audio for a whole text, unit by unit, with each unit's start in seconds.
+
+    Shared by LMNT's and OpenAI's HTTP speech: the text is cut as on the WebSocket, and each
+    engine call is told how much audio the client already holds (the engine's scheduling hint).
+    """
+    offset = 0.0
+    first: float | None = None  # when the first audio went out
+    for unit in speech_units(text, max_unit_chars):
+        lead = 0.0 if first is None else max(0.0, offset - (time.monotonic() - first))
+        PLAYBACK_LEAD.set(lead)
+        chunks = engine.synthesize(
+            unit,
+            voice=voice,
+            language=language,
+            sample_rate=sample_rate,
+            speed=speed,
+            seed=seed,
+        )
+        samples = 0
+        try:
+            async for chunk in chunks:
+                first = time.monotonic() if first is None else first
+                samples += len(chunk.pcm) // 2
+                yield chunk, offset
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        offset += samples / sample_rate
 
 
 def _truthy(value: Any) -> bool:

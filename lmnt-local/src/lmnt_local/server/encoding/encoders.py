@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ENCODER_FORMATS",
     "HTTP_FORMATS",
     "STREAM_FORMATS",
     "Encoder",
@@ -33,6 +34,10 @@ STREAM_FORMATS: tuple[str, ...] = ("pcm_s16le", "pcm_f32le", "ulaw", "mp3", "web
 HTTP_FORMATS: tuple[str, ...] = (*STREAM_FORMATS, "wav", "aac")
 """Formats of the HTTP bytes endpoint: the streaming ones plus the two LMNT renders whole."""
 
+ENCODER_FORMATS: tuple[str, ...] = (*HTTP_FORMATS, "ogg_opus", "flac", "wav_stream")
+"""Every format :func:`make_encoder` makes: LMNT's plus those only the OpenAI-compatible
+endpoint offers (Opus in Ogg, FLAC, and WAV streamed with an open-ended header)."""
+
 _CONTENT_TYPES: Final[dict[str, str]] = {
     "pcm_s16le": "application/vnd.lmnt.audio-int16",
     "raw": "application/vnd.lmnt.audio-int16",
@@ -42,6 +47,9 @@ _CONTENT_TYPES: Final[dict[str, str]] = {
     "webm": "audio/webm",
     "wav": "audio/wav",
     "aac": "audio/aac",
+    "ogg_opus": "audio/ogg",
+    "flac": "audio/flac",
+    "wav_stream": "audio/wav",
 }
 
 _I16: Final[np.dtype[np.int16]] = np.dtype(np.int16).newbyteorder("<")
@@ -204,6 +212,23 @@ class _UlawEncoder(Encoder):
 
     def _finish(self) -> bytes:
         return self._take_header()  # an empty stream is still a valid (empty) WAV
+
+
+class _StreamingWavEncoder(_UlawEncoder):
+    """16-bit PCM WAV whose header goes out first with open-ended sizes (0xFFFFFFFF).
+
+    What OpenAI's speech endpoint streams: playback can start with the first chunk, and
+    FFmpeg, browsers and libsndfile read to the end of the data whatever the header says.
+    """
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        super().__init__(fmt, sample_rate)
+        self._header = _wav_header(
+            tag=1, rate=sample_rate, bits=16, data_size=0xFFFFFFFF, riff_size=0xFFFFFFFF
+        )
+
+    def _encode(self, pcm: bytes) -> bytes:
+        return self._take_header() + pcm
 
 
 class _WavEncoder(Encoder):
@@ -446,6 +471,23 @@ class _AacEncoder(_MuxedEncoder):
     _sample_format = "fltp"
 
 
+class _OggOpusEncoder(_MuxedEncoder):
+    """Opus in Ogg (what ``.opus`` files are), a page per 20 ms packet so it streams."""
+
+    _container_format = "ogg"
+    _codec = "libopus"
+    _bit_rate = _OPUS_BIT_RATE
+    _container_options = {"page_duration": "20000"}
+
+
+class _FlacEncoder(_MuxedEncoder):
+    """FLAC in its native container.  The sink cannot seek, so STREAMINFO keeps "length
+    unknown" (every decoder reads such a stream to its end) and frames go out as coded."""
+
+    _container_format = "flac"
+    _codec = "flac"
+
+
 def _supported_rates(codec: str) -> frozenset[int]:
     rates = av.codec.Codec(codec, "w").audio_rates
     return frozenset(int(r) for r in rates) if rates else frozenset()
@@ -454,8 +496,8 @@ def _supported_rates(codec: str) -> frozenset[int]:
 def make_encoder(fmt: str, sample_rate: int) -> Encoder:
     """An encoder for ``fmt`` at ``sample_rate``; ``ValueError`` for unknown formats or rates
     the codec cannot take (LMNT itself only offers 8000, 16000 and 24000)."""
-    if fmt not in HTTP_FORMATS:
-        raise ValueError(f"unknown audio format {fmt!r}; expected one of {list(HTTP_FORMATS)}")
+    if fmt not in ENCODER_FORMATS:
+        raise ValueError(f"unknown audio format {fmt!r}; expected one of {list(ENCODER_FORMATS)}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if fmt in ("pcm_s16le", "raw"):
@@ -466,9 +508,14 @@ def make_encoder(fmt: str, sample_rate: int) -> Encoder:
         return _UlawEncoder(fmt, sample_rate)
     if fmt == "wav":
         return _WavEncoder(fmt, sample_rate)
+    if fmt == "wav_stream":
+        return _StreamingWavEncoder(fmt, sample_rate)
+    if fmt == "flac":
+        return _FlacEncoder(fmt, sample_rate)
     allowed = {
         "mp3": _supported_rates("libmp3lame"),
         "webm": _OPUS_RATES,
+        "ogg_opus": _OPUS_RATES,
         "aac": _supported_rates("aac"),
     }[fmt]
     if sample_rate not in allowed:
@@ -479,4 +526,6 @@ def make_encoder(fmt: str, sample_rate: int) -> Encoder:
         return _Mp3Encoder(fmt, sample_rate)
     if fmt == "webm":
         return _WebmEncoder(fmt, sample_rate)
+    if fmt == "ogg_opus":
+        return _OggOpusEncoder(fmt, sample_rate)
     return _AacEncoder(fmt, sample_rate)

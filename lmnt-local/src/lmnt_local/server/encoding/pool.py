@@ -1,4 +1,4 @@
-"""Codec work (mp3, webm, aac) off the event loop, in worker processes, shared fairly.
+"""Codec work (mp3, webm, aac, ogg, flac) off the event loop, in worker processes, shared fairly.
 
 An mp3 frame costs LAME far more than a WebSocket write, and with tens of sessions encoding on
 the loop thread, health checks and new sessions waited seconds.  Threads do not fix that:
@@ -21,6 +21,7 @@ encoders (PCM, µ-law, WAV) always run inline, where a hop would cost more than 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -37,12 +38,12 @@ from typing import Any, Final
 from lmnt_local.server.encoding.encoders import Encoder, make_encoder
 from lmnt_local.server.encoding.stream import StreamEncoder
 
-__all__ = ["HEAVY_FORMATS", "EncoderPool", "RemoteEncoder"]
+__all__ = ["HEAVY_FORMATS", "EncoderPool", "RemoteEncoder", "terminate_workers"]
 
 log = logging.getLogger("lmnt_local.server")
 
 #: Formats whose encoders run in the worker processes.
-HEAVY_FORMATS: Final = frozenset(("mp3", "webm", "aac"))
+HEAVY_FORMATS: Final = frozenset(("mp3", "webm", "aac", "ogg_opus", "flac"))
 _SLICE_SECONDS: Final = 0.2
 
 # -- the worker side: encoders by key, one dict per worker process -----------------------------
@@ -78,7 +79,17 @@ def _w_ready() -> int:
 
 def _w_main(conn: Connection) -> None:
     """A worker process: run jobs from the pipe until it closes (the server ended, even by
-    SIGKILL: the pipe's other end is gone then, so no worker outlives its server)."""
+    SIGKILL: the pipe's other end is gone then, so no worker outlives its server).
+
+    It lets go of the stdout it inherited at once: a supervisor (or a script) reading the
+    server's stdout waits for end-of-file, and a worker still tearing its interpreter down
+    after its server exited held that pipe open for a second or two (``serve --workers N``
+    took that long to stop).  Its stderr stays, for tracebacks.
+    """
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
     for _ in itertools.count():
         try:
             fn, args = conn.recv()
@@ -112,6 +123,9 @@ class _ProcessExecutor(Executor):
         self._jobs = queue.SimpleQueue()
         self._broken: BaseException | None = None
         threading.Thread(target=self._pump, name="lmnt-encode-pump", daemon=True).start()
+
+    def terminate(self) -> None:
+        self._proc.terminate()
 
     @property
     def broken(self) -> bool:
@@ -235,6 +249,22 @@ class _Workers:
                 worker.executor.submit(_w_ready)
             except RuntimeError:
                 pass
+
+
+def terminate_workers() -> None:
+    """End this process's encoding processes now, for a server exiting with ``os._exit``.
+
+    That skips multiprocessing's exit handler, which would have terminated them; left alone
+    they end when their pipe closes, but only after tearing their own interpreter down while
+    still holding the stdout they inherited, which a supervisor reading it waits for.
+    """
+    shared = _Workers._shared
+    if shared is None or _Workers._owner != os.getpid():
+        return
+    for worker in shared.workers:
+        if isinstance(worker.executor, _ProcessExecutor):
+            with contextlib.suppress(Exception):
+                worker.executor.terminate()
 
 
 class EncoderPool:

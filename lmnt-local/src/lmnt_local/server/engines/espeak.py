@@ -28,7 +28,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,25 @@ _SILENCE_THRESHOLD = 128
 
 _WPM_PER_SPEED = 175
 _MIN_WPM, _MAX_WPM = 80, 450
+_PARAM_WORDGAP = 7  # extra pause between words, 10 ms units
+
+
+def _rate_and_gap(speed: float) -> tuple[int, int]:
+    """espeak's rate (wpm) and word gap for ``speed``, as close as espeak's own pacing allows.
+
+    espeak's pace is not proportional to its rate (pauses shrink faster than speech: 350 wpm
+    is 2.08-2.13x faster than 175 on sentences, 3x on "Hello.") and it stops at 80 wpm, so
+    this is only the first step: each sentence is then padded or trimmed in its trailing
+    silence to the exact length (:meth:`_Utterance._fit`).  Measured on Harvard sentences:
+    duration(wpm) ~ (175 / wpm) ** 1.05; at 80 wpm each unit of word gap adds ~5 %.
+    """
+    wpm = _WPM_PER_SPEED * speed ** (1 / 1.05)
+    if wpm >= _MIN_WPM:
+        return min(_MAX_WPM, round(wpm)), 0
+    slower = (_MIN_WPM / wpm) ** 1.05  # what 80 wpm still lacks
+    return _MIN_WPM, max(0, math.ceil((slower - 1) / 0.05))
+
+
 _MIN_RATE, _MAX_RATE = 8000, 48000
 
 _LOCK = threading.Lock()
@@ -205,7 +224,7 @@ class _Runtime:
         # ctypes does not keep the trampoline alive: this reference must outlive every Synth.
         self._callback = _SYNTH_CALLBACK(self._on_synth)
         lib.espeak_SetSynthCallback(self._callback)
-        self.active: _Utterance | None = None
+        self.active: _Utterance | _Counter | None = None
         self._voice: str | None = None
         self.languages, self.voice_files = self._list_voices()
         # One thread rather than the loop's default executor: jobs queued behind the lock would
@@ -233,7 +252,7 @@ class _Runtime:
                 languages.setdefault(tag.decode(errors="replace").lower(), file)
         return languages, frozenset(files)
 
-    def select(self, voice: str, wpm: int) -> None:
+    def select(self, voice: str, wpm: int, gap: int = 0) -> None:
         """Make ``voice`` current (caller holds ``_LOCK``); falls back rather than fails."""
         if voice != self._voice:
             base = voice.split("+", 1)[0]
@@ -244,6 +263,7 @@ class _Runtime:
                 raise RuntimeError(f"espeak-ng has no voice {voice!r} and no English fallback")
             self._voice = voice
         self.lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
+        self.lib.espeak_SetParameter(_PARAM_WORDGAP, gap, 0)
 
     def _on_synth(self, wav: Any, count: int, events: Any) -> int:
         utterance = self.active
@@ -284,6 +304,10 @@ class _OpenWord:
     text_end: int
     token: int
     start: int  # native samples from the start of the utterance
+    #: Tokens espeak gave no event of ("the" in "on the", "—"), said within this word's time:
+    #: timed as parts of it, so every token of the text is a timed word.
+    before: list[int] = field(default_factory=list)
+    after: list[int] = field(default_factory=list)
 
 
 class _Utterance:
@@ -299,7 +323,7 @@ class _Utterance:
         loop: asyncio.AbstractEventLoop,
         sentences: list[str],
         voice: str,
-        wpm: int,
+        speed: float,
         sample_rate: int,
     ) -> None:
         self.queue: asyncio.Queue[EngineChunk | BaseException | None] = asyncio.Queue()
@@ -307,7 +331,8 @@ class _Utterance:
         self._loop = loop
         self._sentences = sentences
         self._voice = voice
-        self._wpm = wpm
+        self._speed = speed
+        self._wpm, self._gap = _rate_and_gap(speed)
         self._native = runtime.native_rate
         self._rate = sample_rate
         self._resampler = soxr.ResampleStream(
@@ -323,6 +348,7 @@ class _Utterance:
         self._token_starts: list[int] = []
         self._token_ends: list[int] = []
         self._open: _OpenWord | None = None
+        self._next_token = 0  # the first token of the sentence no word covers yet
         self._ready: list[WordTiming] = []  # timed words not yet attached to a chunk
         self._pending: list[npt.NDArray[np.int16]] = []  # resampled, not yet emitted
         self._pending_len = 0
@@ -365,12 +391,32 @@ class _Utterance:
         self._sentence = sentence
         spans = [m.span() for m in _TOKEN.finditer(sentence)]
         self._token_starts = [s for s, _ in spans]
+        self._next_token = 0
         self._token_ends = [e for _, e in spans]
         self._sentence_start = self._in_total
         data = sentence.encode("utf-8")
         with _LOCK:
             runtime = self._runtime
-            runtime.select(self._voice, self._wpm)
+            natural = None
+            if self._speed != 1.0:  # its length at speed 1: ~1 ms of CPU per second of speech
+                counter = _Counter(self._cancelled)
+                runtime.select(self._voice, _WPM_PER_SPEED)
+                runtime.active = counter
+                try:
+                    runtime.lib.espeak_Synth(
+                        data,
+                        len(data) + 1,
+                        0,
+                        _POS_CHARACTER,
+                        0,
+                        _CHARS_UTF8 | _ENDPAUSE,
+                        None,
+                        None,
+                    )
+                finally:
+                    runtime.active = None
+                natural = counter.samples
+            runtime.select(self._voice, self._wpm, self._gap)
             runtime.active = self
             try:
                 status = runtime.lib.espeak_Synth(
@@ -383,8 +429,35 @@ class _Utterance:
         if status != _EE_OK:
             raise RuntimeError(f"espeak_Synth failed with status {status}")
         if self._open is not None:
+            self._open.after.extend(range(self._open.token + 1, len(spans)))
             self._close_open(self._in_total, self._in_total, _NO_LOUD)
+        if natural is not None:
+            self._fit(round(natural / self._speed))
+        if self._next_token < len(spans):  # no word event at all ("..."): the sentence's time
+            start = self._sentence_start
+            self._open = _OpenWord(*spans[self._next_token], self._next_token, start)
+            self._open.after.extend(range(self._next_token + 1, len(spans)))
+            self._close_open(max(self._in_total, start + 1), self._in_total, _NO_LOUD)
         self._emit(final=False)
+
+    def _fit(self, target: int) -> None:
+        """Make the sentence ``target`` native samples long: pad its trailing silence, or trim
+        it (audio after the last loud sample is held back while ``speed`` is not 1)."""
+        spoken = self._in_total - self._sentence_start
+        if spoken < target:
+            silence = np.zeros(target - spoken, dtype=np.int16)
+            self._in_total += silence.size
+            self._push(self._resampler.resample_chunk(silence))
+            return
+        loud_end = max(self._last_loud + 1, self._sentence_start)
+        spare = min(spoken - target, self._in_total - loud_end)  # native silence we may drop
+        cut = min(self._pending_len, spare * self._rate // self._native)
+        if cut <= 0:
+            return
+        audio = np.concatenate(self._pending)[: self._pending_len - cut]
+        self._pending = [audio] if audio.size else []
+        self._pending_len = int(audio.size)
+        self._in_total -= cut * self._native // self._rate
 
     def on_audio(self, wav: Any, count: int, events: Any) -> int:
         """The synth callback: copy, time the words, resample, hand over what is ready."""
@@ -447,12 +520,17 @@ class _Utterance:
                 self._open = _OpenWord(char, self._token_ends[token], token, position)
                 return
             if position <= current.start:
-                # Two tokens spoken from the same instant: one timed word covering both.
-                current.text_end = self._token_ends[token]
+                # Two tokens spoken from the same instant: they share the word's time.
+                current.after.extend(range(current.token + 1, token + 1))
                 current.token = token
                 return
+            current.after.extend(range(current.token + 1, token))
             self._close_open(position, buffer_start, loud)
-        self._open = _OpenWord(self._token_starts[token], self._token_ends[token], token, position)
+        elif token < self._next_token:
+            return
+        word = _OpenWord(self._token_starts[token], self._token_ends[token], token, position)
+        word.before.extend(range(self._next_token, token))
+        self._open = word
 
     def _close_open(self, end: int, buffer_start: int, loud: npt.NDArray[np.intp]) -> None:
         """Time the open word: it lasts until ``end`` minus any silence before it."""
@@ -463,10 +541,24 @@ class _Utterance:
         last = buffer_start + int(loud[k - 1]) if k > 0 else self._last_loud
         sound_end = last + 1 if word.start <= last < end else end
         sound_end = max(sound_end, word.start + 1)
-        text = self._sentence[word.text_start : word.text_end]
-        self._ready.append(
-            WordTiming(text, word.start / self._native, (sound_end - word.start) / self._native)
-        )
+        own = self._sentence[word.text_start : word.text_end]
+        texts = [self._token_text(t) for t in word.before]
+        texts += [own, *(self._token_text(t) for t in word.after)]
+        self._next_token = max(self._next_token, word.token + 1, *(t + 1 for t in word.after))
+        # Shared by length of text: "on the" said as one gives "on" and "the" a part each.
+        weights = np.cumsum([0] + [max(1, len(t)) for t in texts], dtype=np.float64)
+        edges = word.start + (sound_end - word.start) * weights / weights[-1]
+        for k, text in enumerate(texts):
+            self._ready.append(
+                WordTiming(
+                    text,
+                    float(edges[k]) / self._native,
+                    float(edges[k + 1] - edges[k]) / self._native,
+                )
+            )
+
+    def _token_text(self, token: int) -> str:
+        return self._sentence[self._token_starts[token] : self._token_ends[token]]
 
     def _push(self, audio: npt.NDArray[np.int16]) -> None:
         audio = np.asarray(audio, dtype=np.int16).reshape(-1)
@@ -487,6 +579,8 @@ class _Utterance:
             limit = total - 1
             if self._open is not None:
                 limit = min(limit, self._open.start * self._rate // self._native)
+            if self._speed != 1.0:  # the silence after the last sound may be trimmed (_fit)
+                limit = min(limit, (self._last_loud + 1) * self._rate // self._native)
         available = limit - self.emitted
         if available <= 0 or (not final and available < self._min_chunk):
             return
@@ -531,6 +625,21 @@ class _Utterance:
 
 
 _NO_LOUD: npt.NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+
+
+class _Counter:
+    """Stands in for an utterance in the synth callback to measure a sentence's length."""
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.samples = 0
+        self._cancelled = cancelled
+
+    def on_audio(self, wav: Any, count: int, events: Any) -> int:
+        self.samples += max(0, count) if wav else 0
+        return 1 if self._cancelled.is_set() else 0
+
+    def fail(self, exc: BaseException) -> None:
+        self._cancelled.set()
 
 
 class EspeakEngine:
@@ -606,21 +715,21 @@ class EspeakEngine:
         speed: float = 1.0,
         seed: int | None = None,
     ) -> AsyncIterator[EngineChunk]:
-        """``speed`` scales the rate (175 wpm x speed, kept within espeak's 80-450 wpm);
-        ``seed`` has nothing to choose here: espeak is not random."""
+        """``speed`` divides each sentence's length at speed 1 (espeak's rate and word gap,
+        then its trailing pause padded or trimmed: :func:`_rate_and_gap`); ``seed`` has
+        nothing to choose here: espeak is not random."""
         if not _MIN_RATE <= sample_rate <= _MAX_RATE:
             raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
         check_speed(speed)
         sentences = split_sentences(CONTROL_CHARS.sub(" ", text))
         if not sentences:
             return
-        wpm = min(_MAX_WPM, max(_MIN_WPM, round(_WPM_PER_SPEED * speed)))
         utterance = _Utterance(
             self._runtime,
             asyncio.get_running_loop(),
             sentences,
             self.espeak_voice(voice, language),
-            wpm,
+            speed,
             sample_rate,
         )
         utterance.start()

@@ -7,33 +7,25 @@ American English voice as a wheel, and any directory of Piper voices (``NAME.onn
 Piper renders a whole piece of text before any of its audio exists, so a text is spoken piece by
 piece: sentences, and a long sentence cut after its first clause
 (:mod:`lmnt_local.server.text.segment`), so the first audio comes after the shortest useful
-piece. Inference runs in :class:`_Pool`, a few threads (one per core) each running onnxruntime
-with one intra-op thread (measured best for many sessions; onnxruntime releases the GIL), never
-on the event loop. Every call keeps at most one piece in the pool, and the pool serves the piece
-whose listener would run out of audio first (the server tells how much each session holds,
-:data:`.base.PLAYBACK_LEAD`), so a long text, already seconds ahead, cannot starve a new
-session's first sentence.
+piece.  Inference runs in the shared pool of :mod:`lmnt_local.server.engines.pool` (earliest
+deadline first), one piece of each call at a time.
 
-Word timings come from the model's own phoneme durations (``piper-tts[alignment]`` patches the
-model in memory to output them) mapped back onto the words of the original text
-(:func:`.text.phoneme_owners`): they sum to the audio exactly.
+The model is cut in memory at its phoneme durations (:mod:`lmnt_local.server.engines.durations`,
+which needs ``onnx`` from ``piper-tts[alignment]``): the engine shares out exactly ``1 / speed``
+of the voice's own durations (``speed`` used to divide the length scale, whose rounding to whole
+frames made 2.0 only 1.65x faster), and word timings come from those durations mapped back onto
+the words of the original text (``phoneme_owners`` and ``word_times`` of
+:mod:`lmnt_local.server.text.segment`): they sum to the audio exactly.
 
 Piper and its voice are GPL-3.0 (Piper embeds espeak-ng), hence an optional extra.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import heapq
-import itertools
 import json
 import logging
-import os
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,29 +39,28 @@ from piper.config import PiperConfig
 from piper.const import BOS, EOS, PAD
 
 from lmnt_local.server.engines.base import (
-    INFERENCE_THREADS_ENV,
     LMNT_VOICES,
-    PLAYBACK_LEAD,
     EngineChunk,
     LanguageError,
     VoiceInfo,
     WordTiming,
     check_speed,
 )
-from lmnt_local.server.text.segment import (
-    CONTROL_CHARS,
-    phoneme_owners,
-    speech_pieces,
-    word_spans,
+from lmnt_local.server.engines.durations import SplitSession, allocate, split_model
+from lmnt_local.server.engines.pool import (
+    Rendered,
+    default_threads,
+    shared_pool,
+    speak_pieces,
+    text_pieces,
 )
+from lmnt_local.server.text.segment import phoneme_owners, word_spans, word_times
 
 __all__ = ["PiperEngine", "PiperVoiceFile", "find_voices"]
 
 log = logging.getLogger("lmnt_local.server")
 
 _MIN_RATE, _MAX_RATE = 8000, 48000
-#: Phonemes that are pauses, not sound of a word: left out of a word's start and end.
-_PAUSES = frozenset(" ,.;:!?\u2014\u2013-\"'()")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,49 +137,48 @@ def find_voices(voice_dirs: Sequence[Path] = ()) -> list[PiperVoiceFile]:
     return list(found.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _Rendered:
-    pcm: npt.NDArray[np.int16]  # at the requested rate
-    words: list[WordTiming]  # seconds from the piece's first sample
-    gain: float | None = None  # the scale the utterance's pieces share (None: not set yet)
-
-
 class _Loaded:
-    """A voice in memory: one onnxruntime session shared by every pool thread."""
+    """A voice in memory: the model cut at its durations
+    (:mod:`lmnt_local.server.engines.durations`), shared by every pool thread; a model whose
+    graph is not the expected VITS one runs whole."""
 
     def __init__(self, file: PiperVoiceFile) -> None:
         config_dict = json.loads(file.config.read_text(encoding="utf-8"))
-        model: str | bytes = str(file.model)
-        try:
-            import onnx
-            from piper.patch_voice_with_alignment import add_alignment_output
-
-            graph = onnx.load(str(file.model))
-            add_alignment_output(graph)
-            model = graph.SerializeToString()
-        except ImportError:
-            log.warning("piper-tts[alignment] is not installed: word timings are estimated")
-        except ValueError:
-            pass  # already patched on disk
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # concurrency comes from the pool, one run per core
         options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        options.log_severity_level = 3
+        self.split: SplitSession | None = None
+        model: str | bytes = str(file.model)
+        try:
+            import onnx
+
+            graph = onnx.load(str(file.model))
+            raw, durations = _duration_tensors(graph)
+            self.split = SplitSession(split_model(graph, raw=raw, durations=durations), options)
+        except ImportError:
+            log.warning("onnx is not installed: word timings are estimated, speed approximate")
+        except ValueError as exc:
+            log.warning("Piper voice %s runs whole (%s): speed is approximate", file.id, exc)
+        if self.split is not None:
+            session = self.split.encoder  # PiperVoice's own runs are never used then
+        else:
+            session = onnxruntime.InferenceSession(
+                model, sess_options=options, providers=["CPUExecutionProvider"]
+            )
         self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(config_dict))
         self.config = self.voice.config
         self.rate = self.config.sample_rate
 
     def render(
         self, text: str, speed: float, seed: int | None, rate: int, gain: float | None = None
-    ) -> _Rendered:
+    ) -> Rendered:
         """One piece: phonemes in context, one model run per phonemizer sentence, word times.
 
         Loudness is set per utterance, not per piece: the first piece of a call is scaled to
         full scale at its peak, and ``gain`` (the first piece's) carries on to the rest, so a
-        sentence cut after its first phrase has no level jump at the cut (per-piece peak
-        normalisation made one of 2-3 dB).  A later piece louder than the first is only
+        sentence cut after its first phrase has no level jump made by normalisation (per-piece
+        peak normalisation made one of 2-3 dB).  A later piece louder than the first is only
         limited at its peaks (not scaled down as a whole), so its loudness stays."""
         voice, cfg = self.voice, self.config
         spans = word_spans(text)
@@ -199,13 +189,12 @@ class _Loaded:
         spoken = [p for sentence in sentences for p in sentence]
         owners = phoneme_owners(spoken, words_alone)
         noise = (0.0, 0.0) if seed is not None else (cfg.noise_scale, cfg.noise_w_scale)
-        scales = np.array([noise[0], cfg.length_scale / speed, noise[1]], dtype=np.float32)
         audio: list[npt.NDArray[np.float32]] = []
         bounds: list[tuple[int, int]] = []  # per spoken phoneme: (start, end) native samples
         total = 0
         for phonemes in sentences:
             ids, segments = self._ids(phonemes)
-            wave, per_id = self._run(ids, scales)
+            wave, per_id = self._run(ids, noise, speed)
             edges = np.concatenate(([0], np.cumsum(per_id)))
             if edges[-1] != wave.size:  # alignment missing: spread time evenly
                 edges = np.linspace(0, wave.size, len(ids) + 1).astype(np.int64)
@@ -225,8 +214,10 @@ class _Loaded:
         if rate != self.rate and pcm16.size:
             pcm16 = np.asarray(soxr.resample(pcm16, self.rate, rate, quality="HQ"), dtype=np.int16)
         seconds = pcm16.size / rate
-        words = _word_times(text, spans, spoken, owners, phoneme_bounds, self.rate, seconds)
-        return _Rendered(pcm16, words, used if gain is None and used > 0 else gain)
+        in_seconds = [(a / self.rate, b / self.rate) for a, b in phoneme_bounds]
+        times = word_times(spans, spoken, owners, in_seconds, seconds)
+        words = [WordTiming(text[a:b], s, d) for (a, b), (s, d) in zip(spans, times, strict=True)]
+        return Rendered(pcm16, words, used if gain is None and used > 0 else gain)
 
     def _ids(self, phonemes: list[str]) -> tuple[list[int], list[int]]:
         """Phoneme ids as piper builds them, and how many ids each of BOS, phonemes, EOS got."""
@@ -244,21 +235,32 @@ class _Loaded:
         return ids, segments
 
     def _run(
-        self, ids: list[int], scales: npt.NDArray[np.float32]
+        self, ids: list[int], noise: tuple[float, float], speed: float
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """(audio, samples per id).  Split: the durations are the voice's own at speed 1,
+        shared out to last exactly ``1 / speed`` as long.  Whole: ``speed`` divides the length
+        scale, which the model's rounding to whole frames blunts."""
+        length_scale = self.config.length_scale
         args: dict[str, Any] = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": scales,
+            "scales": np.array([noise[0], length_scale, noise[1]], dtype=np.float32),
         }
         if self.config.num_speakers > 1:
             args["sid"] = np.array([self.config.default_speaker_id or 0], dtype=np.int64)
+        hop = self.config.hop_length
+        if self.split is not None:
+
+            def durations(raw: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+                natural = np.ceil(raw * length_scale).astype(np.int64)
+                return allocate(raw, natural, speed)
+
+            result, frames = self.split.run(args, durations)
+            wave = np.asarray(result[0], dtype=np.float32).reshape(-1)
+            return wave, frames * hop
+        args["scales"][1] = length_scale / speed
         result = self.voice.session.run(None, args)
         wave = np.asarray(result[0], dtype=np.float32).reshape(-1)
-        if len(result) > 1:
-            per_id = (np.asarray(result[1]).reshape(-1) * self.config.hop_length).astype(np.int64)
-            if per_id.size == len(ids):
-                return wave, per_id
         return wave, np.zeros(0, dtype=np.int64)
 
 
@@ -276,6 +278,19 @@ def _soft_limit(wave: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return out
 
 
+def _duration_tensors(graph: Any) -> tuple[str, str]:
+    """(raw durations, rounded durations) of a Piper VITS graph: the one ``Ceil`` (whole
+    frames) of ``Mul(w, length_scale)``, and ``w``."""
+    producer = {out: node for node in graph.graph.node for out in node.output}
+    ceils = [node for node in graph.graph.node if node.op_type == "Ceil"]
+    if len(ceils) != 1:
+        raise ValueError(f"{len(ceils)} Ceil nodes, expected 1")
+    scaled = producer.get(ceils[0].input[0])
+    if scaled is None or scaled.op_type != "Mul":
+        raise ValueError("the durations are not a product with the length scale")
+    return scaled.input[0], ceils[0].output[0]
+
+
 def _strip_markers(bounds: list[tuple[int, int]], lengths: list[int]) -> list[tuple[int, int]]:
     kept: list[tuple[int, int]] = []
     position = 0
@@ -283,124 +298,6 @@ def _strip_markers(bounds: list[tuple[int, int]], lengths: list[int]) -> list[tu
         kept.extend(bounds[position + 1 : position + 1 + length])
         position += length + 2
     return kept
-
-
-def _word_times(
-    text: str,
-    spans: list[tuple[int, int]],
-    spoken: list[str],
-    owners: list[int],
-    bounds: list[tuple[int, int]],
-    native_rate: int,
-    seconds: float,
-) -> list[WordTiming]:
-    """Each word's first to last sounding phoneme, in seconds; silent words take no time."""
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for phoneme, owner, (begin, finish) in zip(spoken, owners, bounds, strict=True):
-        if owner < 0 or phoneme in _PAUSES:
-            continue
-        first.setdefault(owner, begin)
-        last[owner] = finish
-    words: list[WordTiming] = []
-    cursor = 0.0
-    for index, (a, b) in enumerate(spans):
-        if index in first:
-            start = max(cursor, min(first[index] / native_rate, seconds))
-            end = max(start, min(last[index] / native_rate, seconds))
-        else:
-            start = end = min(cursor, seconds)
-        words.append(WordTiming(text[a:b], start, end - start))
-        cursor = end
-    return words
-
-
-class _Pool:
-    """A fixed set of inference threads taking the job with the earliest deadline first: the
-    monotonic time at which its session's listener would run out of audio.  A new session
-    (nothing to play: deadline now) goes ahead of sessions that hold seconds of audio, and a
-    session that fell behind (deadline past) ahead of everyone."""
-
-    def __init__(self, workers: int) -> None:
-        self._heap: list[tuple[float, int, Callable[[], Any], Future[Any]]] = []
-        self._ready = threading.Condition()
-        self._order = itertools.count()
-        self._closed = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"piper-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, deadline: float, job: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._ready:
-            if self._closed:
-                future.cancel()
-                return future
-            heapq.heappush(self._heap, (deadline, next(self._order), job, future))
-            self._ready.notify()
-        return future
-
-    def close(self, timeout: float) -> None:
-        """Drop queued jobs and wait (bounded) for running ones.
-
-        Called at interpreter exit: a thread still inside onnxruntime while the interpreter
-        tears down aborts the process ("terminate called without an active exception", exit
-        134), e.g. ``lmnt-local serve`` stopped by SIGTERM mid-sentence.
-        """
-        with self._ready:
-            self._closed = True
-            for _, _, _, future in self._heap:
-                future.cancel()
-            self._heap.clear()
-            self._ready.notify_all()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _serve(self) -> None:
-        while True:
-            with self._ready:
-                while not self._heap and not self._closed:
-                    self._ready.wait()
-                if self._closed:
-                    return
-                _, _, job, future = heapq.heappop(self._heap)
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled while queued (reset, hang-up)
-            try:
-                future.set_result(job())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-
-#: One pool per size for the whole process: engines (a server's, a CLI's, a test's) share the
-#: cores instead of each adding threads that would outlive them.
-_POOLS: dict[int, _Pool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-@atexit.register
-def _close_pools() -> None:
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-    for pool in pools:
-        pool.close(timeout=5.0)  # one piece is well under a second of CPU
-
-
-def _default_threads() -> int:
-    value = os.environ.get(INFERENCE_THREADS_ENV, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            threads = 0
-        if threads < 1:
-            raise ValueError(f"{INFERENCE_THREADS_ENV} must be a whole number >= 1, got {value!r}")
-        return threads
-    return min(8, os.cpu_count() or 1)
 
 
 class PiperEngine:
@@ -426,7 +323,7 @@ class PiperEngine:
         english = [v.id for v in self._files.values() if v.language == "en"]
         ids = english or list(self._files)
         self._default: str | None = default_voice or (ids[0] if ids else None)
-        self._workers = workers or _default_threads()
+        self._workers = workers or default_threads()
         if self._workers < 1:
             raise ValueError("workers must be >= 1")
         self._loaded: dict[str, _Loaded] = {}
@@ -497,14 +394,7 @@ class PiperEngine:
         if self._default is None:
             raise RuntimeError("no Piper voice is installed")
         self._voice(self._default)
-        self._start_pool()
-
-    def _start_pool(self) -> _Pool:
-        with _POOLS_LOCK:
-            pool = _POOLS.get(self._workers)
-            if pool is None:
-                pool = _POOLS[self._workers] = _Pool(self._workers)
-            return pool
+        shared_pool(self._workers)
 
     def _voice(self, voice_id: str) -> _Loaded:
         loaded = self._loaded.get(voice_id)
@@ -528,48 +418,24 @@ class PiperEngine:
         speed: float = 1.0,
         seed: int | None = None,
     ) -> AsyncIterator[EngineChunk]:
-        """``speed`` divides the voice's length scale; any ``seed`` renders without the
-        model's random noise, so the same text gives the same samples (seeds do not vary it)."""
+        """``speed`` divides every phoneme's duration (exactly, to a frame per piece); any
+        ``seed`` renders without the model's random noise, so the same text gives the same
+        samples (seeds do not vary it)."""
         if not _MIN_RATE <= sample_rate <= _MAX_RATE:
             raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
         check_speed(speed)
         target = self.resolve(voice, language)
-        lead = PLAYBACK_LEAD.get()
-        pieces = speech_pieces(CONTROL_CHARS.sub(" ", text), lead)
-        if not pieces:
-            return
-        pool = self._start_pool()
-        gain: float | None = None  # one loudness for the whole call (see ``render``)
 
-        def job(piece: str) -> _Rendered:
-            return self._voice(target).render(piece, speed, seed, sample_rate, gain)
+        gain: list[float | None] = [None]  # one loudness for the whole call (see ``render``)
 
-        # When the listener runs dry: the audio it holds, plus what this call has made so far.
-        runs_dry = time.monotonic() + lead
-        pending: Future[_Rendered] | None = pool.submit(runs_dry, lambda: job(pieces[0]))
-        offset = 0.0
-        index = 0
-        try:
-            while pending is not None:
-                rendered: _Rendered = await asyncio.wrap_future(pending)
-                gain = rendered.gain if gain is None else gain
-                index += 1
-                seconds = rendered.pcm.size / sample_rate
-                # The next piece renders while this one is on its way to the client.
-                pending = (
-                    pool.submit(
-                        runs_dry + offset + seconds,
-                        lambda piece=pieces[index]: job(piece),  # type: ignore[misc]
-                    )
-                    if index < len(pieces)
-                    else None
-                )
-                if rendered.pcm.size:
-                    words = tuple(
-                        WordTiming(w.text, offset + w.start, w.duration) for w in rendered.words
-                    )
-                    yield EngineChunk(rendered.pcm.tobytes(), words)
-                    offset += seconds
-        finally:
-            if pending is not None:
-                pending.cancel()
+        def render(_: int, piece: str) -> Rendered:
+            # Pieces render one after another (the next is submitted once this one is back).
+            rendered = self._voice(target).render(piece, speed, seed, sample_rate, gain[0])
+            if gain[0] is None:
+                gain[0] = rendered.gain
+            return rendered
+
+        async for chunk in speak_pieces(
+            text_pieces(text), render, shared_pool(self._workers), sample_rate
+        ):
+            yield chunk

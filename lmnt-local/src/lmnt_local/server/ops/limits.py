@@ -21,6 +21,12 @@ Configuration, by file or environment (the environment wins over the file's defa
 
     LMNT_KEY_MAX_SESSIONS=8  LMNT_KEY_CHARS_PER_MINUTE=60000
 
+The file can also be the server's allow-list: with ``only_listed_keys = true`` at its top
+(before any table), a key without a ``[keys.NAME]`` entry is refused as a wrong key is (the
+WebSocket's ``Invalid API key`` and close, HTTP 403, OpenAI's 401), whatever its limits; keys
+given with ``--api-key`` are accepted too.  A team's key is then revoked by deleting its
+entry and restarting (or rolling) the server.
+
 State is per process: with ``--workers N`` or several replicas the effective limit is up to N
 times the configured one, unless the balancer pins a key to one replica (docs/deploy.md).
 """
@@ -67,11 +73,23 @@ class LimitsConfig:
 
     default: KeyLimit = KeyLimit()
     keys: Mapping[str, tuple[str, KeyLimit]] = field(default_factory=dict)
+    #: The keys of ``keys`` are the only ones accepted (module docstring).
+    only_listed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.only_listed and not self.keys:
+            raise ValueError("limits: only_listed_keys = true needs at least one [keys.NAME]")
+
+    @property
+    def allowed_keys(self) -> frozenset[str] | None:
+        """The allow-list, or None when any key the server accepts is allowed."""
+        return frozenset(self.keys) if self.only_listed else None
 
     @property
     def active(self) -> bool:
         d = self.default
-        return bool(self.keys) or d.max_sessions is not None or d.chars_per_minute is not None
+        limited = d.max_sessions is not None or d.chars_per_minute is not None
+        return bool(self.keys) or limited or self.only_listed
 
     @classmethod
     def load(
@@ -100,7 +118,7 @@ class LimitsConfig:
                 **overrides,
             }
             default = KeyLimit(**merged)
-        return cls(default, config.keys)
+        return cls(default, config.keys, config.only_listed)
 
     @classmethod
     def _from_file(cls, path: Path, env: Mapping[str, str]) -> LimitsConfig:
@@ -110,9 +128,12 @@ class LimitsConfig:
             raise ValueError(f"limits file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"limits file {path}: invalid TOML: {exc}") from None
-        unknown = set(data) - {"default", "keys"}
+        unknown = set(data) - {"default", "keys", "only_listed_keys"}
         if unknown:
             raise ValueError(f"limits file {path}: unknown section(s) {sorted(unknown)}")
+        only_listed = data.get("only_listed_keys", False)
+        if not isinstance(only_listed, bool):
+            raise ValueError(f"limits file {path}: only_listed_keys must be true or false")
         default = _limit(data.get("default", {}), f"{path} [default]")
         keys: dict[str, tuple[str, KeyLimit]] = {}
         entries = data.get("keys", {})
@@ -132,7 +153,10 @@ class LimitsConfig:
             if not isinstance(key, str) or not key:
                 raise ValueError(f'limits file {where}: needs key = "..." or key_env = "VAR"')
             keys[key] = (str(name), _limit(entry, where))
-        return cls(default, keys)
+        try:
+            return cls(default, keys, only_listed)
+        except ValueError as exc:
+            raise ValueError(f"limits file {path}: {str(exc).removeprefix('limits: ')}") from None
 
 
 def _limit(entry: Any, where: str) -> KeyLimit:

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-__all__ = ["JsonFormatter", "configure_json_logs", "request_id"]
+__all__ = ["JsonFormatter", "configure_json_logs", "configure_text_logs", "request_id"]
 
 #: The request id of the session or HTTP request the current task works for ("" outside).
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("lmnt_request_id", default="")
@@ -22,6 +22,9 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("lmnt_request_i
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, request_id, pid, exception."""
+
+    #: How the CLI's notes know the stream is JSON now (without importing this module).
+    json_lines = True
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -41,9 +44,28 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_json_logs(level: int = logging.INFO) -> None:
-    """Send the root logger's records to stderr as JSON lines (``serve --log-format json``)."""
+    """Send the root logger's records to stderr as JSON lines (``serve --log-format json``).
+
+    Python warnings become log records too, so nothing else reaches that stream as text.
+    """
+    _configure(JsonFormatter(), level)
+    logging.captureWarnings(True)
+
+
+def configure_text_logs(level: int = logging.WARNING) -> None:
+    """Warnings and errors (``synthesis failed`` ...) to stderr as text: ``serve``'s default.
+
+    Without a handler of its own the server's error lines were dropped unless ``-v`` was given
+    (under the plugin's ``videosdk`` logger with its ``NullHandler``), or printed bare.  Like
+    ``logging.basicConfig``, it leaves a process whose logging is already set up alone (``main``
+    called in-process by a program or a test).
+    """
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _configure(formatter: logging.Formatter, level: int) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from typing import Final
 
 from aiohttp import web
 from prometheus_client import (
@@ -26,9 +28,13 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
-__all__ = ["ServerMetrics", "key_label"]
+__all__ = ["SPEECH_ENDPOINTS", "ServerMetrics", "SpeechMeter", "key_label", "meter_of"]
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: The HTTP speech routes, LMNT's and OpenAI's: the only values of the ``endpoint`` label (any
+#: other path is never metered, so a scanner's random paths cannot grow the label set).
+SPEECH_ENDPOINTS: Final = frozenset(("/v1/ai/speech/bytes", "/v1/ai/speech", "/v1/audio/speech"))
 
 
 def key_label(key: str) -> str:
@@ -80,8 +86,38 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.http_requests = Counter(
+            "lmnt_http_speech_requests",
+            "HTTP speech requests answered, by endpoint and status code",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.http_ttfb = Histogram(
+            "lmnt_http_speech_time_to_first_byte_seconds",
+            "From an HTTP speech request's arrival to its first audio byte (the whole body for "
+            "JSON answers), successful requests only",
+            ["endpoint"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.http_characters = Counter(
+            "lmnt_http_speech_characters",
+            "Characters of text accepted for HTTP speech, by endpoint",
+            ["endpoint"],
+            registry=r,
+        )
+
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
+
+    def meter(self, request: web.Request) -> SpeechMeter | None:
+        """Start metering ``request`` if it is HTTP speech (handlers find it with
+        :func:`meter_of`); the caller ends it with :meth:`SpeechMeter.done`."""
+        if request.method != "POST" or request.path not in SPEECH_ENDPOINTS:
+            return None
+        meter = SpeechMeter(self, request.path)
+        request[_METER_KEY] = meter
+        return meter
 
     def render(self) -> bytes:
         """The exposition text: this server's registry, or all workers' in multiprocess mode."""
@@ -98,6 +134,58 @@ class ServerMetrics:
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.handler)
+
+
+class SpeechMeter:
+    """One HTTP speech request's figures: status, error type, first byte, characters.
+
+    The middleware starts and ends it (so refusals made before the handler count too); the
+    handler reports what only it sees: its first audio byte, the error type it answered with,
+    the characters it accepted.  Without a server (``metrics`` None) it records nothing.
+    """
+
+    __slots__ = ("_endpoint", "_error", "_first", "_metrics", "_start")
+
+    def __init__(self, metrics: ServerMetrics | None, endpoint: str) -> None:
+        self._metrics = metrics
+        self._endpoint = endpoint
+        self._start = time.monotonic()
+        self._first = False
+        self._error: str | None = None
+
+    def first_byte(self) -> None:
+        if not self._first:
+            self._first = True
+            if self._metrics is not None:
+                seconds = time.monotonic() - self._start
+                self._metrics.http_ttfb.labels(self._endpoint).observe(seconds)
+
+    def fail(self, kind: str) -> None:
+        """The handler answered an error of this type (counted in ``lmnt_errors`` once)."""
+        if self._error is None:
+            self._error = kind
+            if self._metrics is not None:
+                self._metrics.error(kind)
+
+    def characters(self, n: int) -> None:
+        if self._metrics is not None and n > 0:
+            self._metrics.http_characters.labels(self._endpoint).inc(n)
+
+    def done(self, status: int) -> None:
+        if self._metrics is None:
+            return
+        if status < 400:
+            self.first_byte()  # a whole-body answer: its first byte is its only one
+        self._metrics.http_requests.labels(self._endpoint, str(status)).inc()
+
+
+_METER_KEY: Final = web.RequestKey("lmnt_speech_meter", SpeechMeter)
+
+
+def meter_of(request: web.Request) -> SpeechMeter:
+    """The request's meter, or one that records nothing (routes mounted without the server)."""
+    meter = request.get(_METER_KEY)
+    return meter if meter is not None else SpeechMeter(None, "")
 
 
 def mark_process_dead(pid: int) -> None:

@@ -38,7 +38,12 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def _hard_exit(why: str) -> None:
     with contextlib.suppress(Exception):
-        sys.stderr.write(f"lmnt-local: {why}; exiting now\n")
+        line = f"lmnt-local: {why}; exiting now"
+        for handler in logging.getLogger().handlers:
+            if getattr(handler.formatter, "json_lines", False) and handler.formatter:
+                record = logging.LogRecord(log.name, logging.ERROR, __file__, 0, line, (), None)
+                line = handler.formatter.format(record)  # JSON lines only on that stream
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
     os._exit(EXIT_HARD)
 
@@ -93,10 +98,13 @@ async def serve_until_signalled(
     drain_timeout: float,
     hard_grace: float = 10.0,
     on_stopping: Callable[[], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Wait for SIGINT/SIGTERM, then drain and stop ``server`` (see the module docstring).
 
     ``server`` is already started; it is stopped when this returns, however it returns.
+    ``on_ready`` runs once the signal handlers are in place: what it announces (the URL a
+    script waits for) is safe to answer with SIGTERM at once.
     """
     loop = asyncio.get_running_loop()
     stopper = _Stopper(loop, drain_timeout, hard_grace)
@@ -106,6 +114,8 @@ async def serve_until_signalled(
         for sig in _SIGNALS:
             previous[sig] = signal.signal(sig, stopper)
     try:
+        if on_ready is not None:
+            on_ready()
         await stopper.stop.wait()
         if on_stopping is not None:
             on_stopping()

@@ -137,13 +137,19 @@ class Supervisor:
         reader.add_done_callback(self._readers.discard)
         return line.decode(errors="replace").strip()
 
-    async def run(self) -> int:
-        """Supervise until SIGINT/SIGTERM (forwarded to the workers); the exit status."""
+    async def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        """Supervise until SIGINT/SIGTERM (forwarded to the workers); the exit status.
+
+        ``on_ready`` runs once the signal handlers are in place (it announces the server: a
+        signal sent as soon as that is read must drain, not kill).
+        """
         loop = asyncio.get_running_loop()
         previous: dict[signal.Signals, object] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal(loop))
+        if on_ready is not None:
+            on_ready()
         status = 0
         try:
             while not self._stop.is_set():

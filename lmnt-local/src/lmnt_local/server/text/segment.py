@@ -14,11 +14,13 @@ from difflib import SequenceMatcher
 
 __all__ = [
     "CONTROL_CHARS",
+    "PAUSES",
     "first_clause_split",
     "phoneme_owners",
     "speech_pieces",
     "split_sentences",
     "word_spans",
+    "word_times",
 ]
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -157,3 +159,87 @@ def phoneme_owners(spoken: Sequence[str], words: Sequence[Sequence[str]]) -> lis
         current = max(current, owner)
         owners[i] = current
     return owners
+
+
+#: Phonemes that are pauses, not sound of a word: left out of a word's start and end.
+PAUSES = frozenset(" ,.;:!?\u2014\u2013\u2026-\"'()\u201c\u201d")
+#: The least time a word gets when it has no sound of its own ("—", "&" read as nothing).
+_MIN_WORD = 0.02
+
+
+def word_times(
+    spans: Sequence[tuple[int, int]],
+    spoken: Sequence[str],
+    owners: Sequence[int],
+    bounds: Sequence[tuple[float, float]],
+    seconds: float,
+) -> list[tuple[float, float]]:
+    """(start, duration) in seconds of each word of ``spans``, from the time each spoken
+    phoneme occupies (``bounds``) and the word that owns it (:func:`phoneme_owners`).
+
+    A word runs from its first to its last sounding phoneme.  Every word is timed, in order
+    and inside the audio: a word without sound ("—", "...") takes the pause it owns, or else
+    shares the gap beside it (borrowing from the word before when there is no gap), so a
+    client highlighting words never sees one vanish.
+    """
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    quiet_first: dict[int, float] = {}
+    quiet_last: dict[int, float] = {}
+    for phoneme, owner, (begin, finish) in zip(spoken, owners, bounds, strict=True):
+        if owner < 0:
+            continue
+        if phoneme in PAUSES:
+            quiet_first.setdefault(owner, begin)
+            quiet_last[owner] = finish
+        else:
+            first.setdefault(owner, begin)
+            last[owner] = finish
+    timed: list[tuple[float, float] | None] = []
+    cursor = 0.0
+    for index in range(len(spans)):
+        if index in first:
+            a, b = first[index], last[index]
+        elif index in quiet_first:
+            a, b = quiet_first[index], quiet_last[index]
+        else:
+            timed.append(None)
+            continue
+        start = max(cursor, min(a, seconds))
+        end = max(start, min(b, seconds))
+        timed.append((start, end))
+        cursor = end
+    return _fill_untimed(timed, seconds)
+
+
+def _fill_untimed(
+    timed: list[tuple[float, float] | None], seconds: float
+) -> list[tuple[float, float]]:
+    """Give each run of untimed words an even share of the gap around it, widened into the
+    word before when the gap is too small; zero-length words get ``_MIN_WORD`` where the audio
+    allows."""
+    out: list[tuple[float, float]] = []
+    index = 0
+    while index < len(timed):
+        item = timed[index]
+        if item is not None:
+            out.append(item)
+            index += 1
+            continue
+        run_end = index
+        while run_end < len(timed) and timed[run_end] is None:
+            run_end += 1
+        count = run_end - index
+        left = out[-1][1] if out else 0.0
+        following = timed[run_end] if run_end < len(timed) else None
+        right = following[0] if following is not None else seconds
+        need = count * _MIN_WORD
+        if right - left < need and out:  # borrow from the word before, keeping it half
+            start, end = out[-1]
+            left = max(start + (end - start) / 2, right - need)
+            out[-1] = (start, left)
+        share = max(0.0, right - left) / count
+        for k in range(count):
+            out.append((left + k * share, left + (k + 1) * share))
+        index = run_end
+    return [(float(a), float(b - a)) for a, b in out]

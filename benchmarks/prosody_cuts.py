@@ -80,7 +80,7 @@ def _measure(voice: Any, sentence: str, pieces: list[str], shared: bool) -> tupl
     """(pause difference ms, level-change difference dB, length ratio) at the one cut."""
     whole = voice.render(sentence, 1.0, 1, RATE)
     first = voice.render(pieces[0], 1.0, 1, RATE)
-    second = voice.render(pieces[1], 1.0, 1, RATE, first.gain if shared else None)
+    second = voice.render(pieces[1], 1.0, 1, RATE, gain=first.gain if shared else None)
     k = len(first.words)
     w = whole.words
     boundary = int(w[k].start * RATE)

@@ -16,7 +16,11 @@ Environment:
                           (e.g. the local server below).  Read by LMNTTTS itself.
     LMNT_VOICE            optional: voice id (default ``ava``).
 
-Run against the local LMNT-compatible server (offline speech by espeak-ng, no LMNT account):
+Run against the local LMNT-compatible server (offline speech, no LMNT account).  ``serve``
+speaks with the best engine installed: with the ``local`` extra that is hibari (a neural engine,
+female voice ``heart``, which every LMNT voice id such as ``ava`` maps to); without hibari,
+Piper's neural ``en_US-joe-medium``, then espeak-ng, then a test tone.  Its first line names the
+engine; ``--engine espeak`` picks the lightest one (least CPU per reply, robotic voice):
 
     pip install ".[local]"                    # in a checkout of this repository
     lmnt-local serve --port 8765 &

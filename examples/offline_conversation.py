@@ -7,8 +7,11 @@ What runs is the framework's real stack (VideoSDK Agents 1.0.30): an ``Agent`` g
 from ``on_enter`` with ``session.say()``; an ``AgentSession`` drives a ``Pipeline`` whose LLM is
 a scripted stand-in (a subclass of the framework's ``LLM`` that streams ``LLMResponse`` tokens)
 and whose TTS is ``LMNTTTS``, pointed at a ``LocalLMNTServer`` started inside this process on
-127.0.0.1 (espeak-ng speech when the ``local`` extra is installed, else the test tone).  Two
-user turns are fed to the pipeline's orchestrator as if speech-to-text had produced them.  Every
+127.0.0.1.  That server speaks with ``--engine`` (default ``auto``, the best installed: with
+the ``local`` extra, hibari's neural female voice ``heart``; without hibari, Piper's neural
+``en_US-joe-medium``, then espeak-ng, then the 440 Hz test tone; the summary line names it).
+Two user turns are fed to the pipeline's orchestrator as if speech-to-text had produced them.
+Every
 audio frame that leaves the agent's ``CustomAudioStreamTrack`` (what a room participant would
 hear) is written to a 24 kHz mono 16-bit WAV file, with a short pause between utterances.
 
@@ -16,7 +19,9 @@ Nothing here needs a network: the only socket is the loopback one to the embedde
 ``VIDEOSDK_AUTH_TOKEN`` is removed from the environment of the command-line run so the
 framework's analytics have nothing to send with (they also need a room session id, which a
 headless run never has).  By default the track is drained as fast as audio is ready, so the
-whole run takes a second or two; ``--realtime`` plays it at the pace a room would.
+whole run takes as long as the engine needs to speak it (a second or two with espeak-ng or the
+tone, several with the neural voice on a small CPU); ``--realtime`` plays it at the pace a room
+would.
 
 Import ``run`` to drive it from your own code or tests: ``await run("out.wav")`` returns a
 ``Conversation`` with what was said and how long it lasted.
@@ -42,6 +47,7 @@ from videosdk.agents.llm.llm import LLM
 from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
 from lmnt_local.server import LocalLMNTServer, SpeechEngine
+from lmnt_local.server.engines import ENGINE_NAMES
 from videosdk.plugins.lmnt import LMNTTTS
 
 RATE = 24000  # what the framework's track plays: 24 kHz, mono, s16, 20 ms frames
@@ -146,7 +152,7 @@ class Recorder:
 
 def pick_engine(name: str) -> SpeechEngine:
     """The best installed engine for ``auto`` (``pip install ".[local]"`` in a checkout
-    brings the neural one and espeak-ng), else the one named."""
+    brings hibari, Piper and espeak-ng), else the one named."""
     from lmnt_local.server.engines import make_engine
 
     return make_engine(name)
@@ -222,7 +228,7 @@ async def run(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", default="conversation.wav", help="WAV file to write")
-    parser.add_argument("--engine", choices=("auto", "neural", "espeak", "tone"), default="auto")
+    parser.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
     parser.add_argument("--realtime", action="store_true", help="play at real-time pace")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up after N seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="show framework logs")

@@ -151,25 +151,3 @@ def time_limit(seconds: float = 2.0) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
-
-
-def rms(x: npt.NDArray[Any]) -> float:
-    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
-
-
-def pitch_track(x: npt.NDArray[Any], rate: int) -> npt.NDArray[np.float64]:
-    """Autocorrelation pitch of the loud 40 ms frames, 60-400 Hz."""
-    x = x.astype(np.float64)
-    size, hop = int(0.04 * rate), int(0.02 * rate)
-    lo, hi = int(rate / 400), int(rate / 60)
-    out = []
-    for i in range(0, len(x) - size, hop):
-        frame = x[i : i + size]
-        if rms(frame) < 500:
-            continue
-        frame = frame - frame.mean()
-        ac = np.correlate(frame, frame, "full")[size - 1 :]
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.3 * ac[0]:
-            out.append(rate / lag)
-    return np.array(out)

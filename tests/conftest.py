@@ -10,10 +10,17 @@ LMNT-compatible server on loopback, from the fixtures users get in
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 import pytest
 
 pytest_plugins = ["videosdk.plugins.lmnt.testing"]
+
+# Voices a developer fetched (lmnt-local voices fetch) must not change what the tests hear:
+# the server reads this directory by default, so point it at an empty one for the whole run
+# (subprocesses inherit it, see env_helpers.subprocess_env).
+os.environ["LMNT_VOICES_HOME"] = tempfile.mkdtemp(prefix="lmnt-voices-")
 
 
 @pytest.fixture(autouse=True)

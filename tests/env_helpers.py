@@ -28,6 +28,8 @@ def subprocess_env() -> dict[str, str]:
     """The environment for a child Python: no LMNT_* setting, this checkout's sources first
     (the plugin's ``src`` and the server distribution's ``lmnt-local/src``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
+    if "LMNT_VOICES_HOME" in os.environ:  # the empty voice directory conftest sets
+        env["LMNT_VOICES_HOME"] = os.environ["LMNT_VOICES_HOME"]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*SOURCES, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env

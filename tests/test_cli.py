@@ -165,7 +165,8 @@ def test_say_writes_speech_from_the_embedded_server(
     _assert_speech(pcm, len(PARAGRAPH.split()))
     assert len(pcm) // 2 % FRAME == 0
     err = capsys.readouterr().err
-    assert "speech engine: hibari (voices heart)" in err
+    # The auto engine names every engine and what speaks LMNT's names.
+    assert "speech engine: auto: " in err and "Piper (en_US-joe-medium" in err
     assert f"wrote {out}" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == [out], "no temporary file left behind"
 
@@ -406,11 +407,12 @@ def test_no_key_in_clear_text_to_a_remote_host(
     assert _names(tmp_path) == []
 
 
-async def test_failure_mid_stream_is_an_error_not_a_short_wav(
+async def test_failure_mid_stream_keeps_the_audio_and_says_it_is_partial(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The plugin only emits "error" once audio flowed (an agent keeps what was heard); a
-    file that silently ends early would be worse than none."""
+    """The plugin only emits "error" once audio flowed (an agent keeps what was heard); say
+    keeps it too, but never silently: the exit code is 1 and the line says it is partial (both
+    clients: tests/test_say_clients.py)."""
     out = tmp_path / "x.wav"
     faults = Faults(error_after_bytes=(20_000, "engine exploded"))
     async with LocalLMNTServer(engine=ToneEngine(), faults=faults) as srv:
@@ -418,8 +420,9 @@ async def test_failure_mid_stream_is_an_error_not_a_short_wav(
         assert await asyncio.to_thread(main, args) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("lmnt-local: the server failed after ")
-    assert "engine exploded" in line
-    assert _names(tmp_path) == []
+    assert "engine exploded" in line and "partial audio" in line
+    assert _names(tmp_path) == ["x.wav"]
+    assert 10_000 <= len(_read_wav(out)) // 2 < ToneEngine().duration_of(PARAGRAPH) * RATE / 2
 
 
 # -- voices ------------------------------------------------------------------------------------
@@ -428,12 +431,12 @@ async def test_failure_mid_stream_is_an_error_not_a_short_wav(
 def test_voices_of_the_embedded_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["voices"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # The default engine is hibari ([test] installs it with its one, female, voice): LMNT's
-    # Ava is spoken by it, and Morgan's line says it is not male rather than pretending.
-    assert lines[0].split()[:2] == ["ava", "female"] and "heart" in lines[0]
-    [morgan] = [line for line in lines if line.startswith("morgan")]
-    assert morgan.split()[1] == "female" and "no male voice" in morgan
-    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "heart"}
+    # The auto engine routes each name to a voice of its gender ([test] installs hibari's
+    # female heart and Piper's male joe), and the list says which voice speaks it.
+    assert lines[0].split()[:3] == ["ava", "female", "en"] and "hibari voice heart" in lines[0]
+    morgan = next(line for line in lines if line.startswith("morgan "))
+    assert morgan.split()[:3] == ["morgan", "male", "en"] and "en_US-joe-medium" in morgan
+    assert {line.split()[0] for line in lines} >= {"ava", "morgan", "heart", "en_US-joe-medium"}
 
 
 def test_voices_of_the_espeak_engine(capsys: pytest.CaptureFixture[str]) -> None:

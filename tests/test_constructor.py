@@ -83,6 +83,11 @@ def test_ws_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"protocol_version": "2.0"}, ["protocol_version"]),
         ({"connect_timeout": 0}, ["connect_timeout"]),
         ({"max_retries": -1}, ["max_retries"]),
+        ({"speed": 3}, ["speed", "0.25", "2.0"]),
+        ({"speed": 0.1}, ["speed", "0.25", "2.0"]),
+        ({"speed": float("nan")}, ["speed", "0.25", "2.0"]),
+        ({"speed": "1.5"}, ["speed"]),
+        ({"speed": True}, ["speed"]),
     ],
 )
 def test_bad_config_names_the_argument(kwargs: dict[str, object], names: list[str]) -> None:
@@ -117,3 +122,34 @@ async def test_per_call_overrides_are_validated_and_do_not_stick() -> None:
     with pytest.raises(ValueError, match="sample_rate"):
         await tts.synthesize("hi", sample_rate=11025)
     assert SECRET not in repr(opts)
+
+
+async def test_speed_goes_into_the_init_frame_only_when_given() -> None:
+    """``speed=None`` (the default) leaves 1.0.30's init frame as it was; a speed is LMNT's
+    ``speed`` field, as the server saw it, and the audio is shorter by its ratio."""
+    from lmnt_local.server import LocalLMNTServer, ToneEngine
+
+    from audio_helpers import active_span
+    from track_helpers import TRACK_RATE, speak
+
+    text = "Speed check, one two three."
+    spans = []
+    async with LocalLMNTServer(engine=ToneEngine()) as srv:
+        for speed in (None, 1.0, 2.0):
+            tts = LMNTTTS(api_key=SECRET, ws_url=srv.ws_url, speed=speed, warm_connection=False)
+            try:
+                start, end = active_span(await speak(tts, text), TRACK_RATE)
+            finally:
+                await tts.aclose()
+            spans.append(end - start)
+        inits = [s.init or {} for s in srv.sessions]
+    assert len(inits) == 3
+    assert "speed" not in inits[0]
+    assert set(inits[0]) == set(inits[1]) - {"speed"}, "speed is the only field added"
+    assert [i["speed"] for i in inits[1:]] == [1.0, 2.0]
+    assert spans[0] == pytest.approx(spans[1], rel=0.01)
+    assert spans[2] / spans[1] == pytest.approx(0.5, rel=0.02)
+    opts = LMNTTTS(api_key=SECRET, speed=1.5)._options(speed=0.5)
+    assert opts.speed == 0.5, "a per-call speed overrides, validated like the others"
+    with pytest.raises(ValueError, match="speed"):
+        LMNTTTS(api_key=SECRET)._options(speed=9)

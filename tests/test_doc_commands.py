@@ -185,7 +185,8 @@ def _repo_paths() -> list[tuple[str, str]]:
         text = _source(path)
         for match in pattern.finditer(text):
             found.append((f"{path.relative_to(ROOT)}", match.group(1)))
-        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        # relative links only: "[word](/IPA/)" (inline pronunciations, docs/text.md) is no path
+        for link in re.findall(r"\]\(([^)#:/][^)#:]*)(?:#[^)]*)?\)", text):
             found.append((f"{path.relative_to(ROOT)}", str((path.parent / link).relative_to(ROOT))))
     for path in (ROOT / "examples").glob("*.py"):
         for script in re.findall(r"python3? ((?:examples|benchmarks)/\w+\.py)", _source(path)):

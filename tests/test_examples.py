@@ -136,6 +136,35 @@ async def test_offline_conversation_speaks_with_espeak(
     assert rms > 300
 
 
+def test_docstrings_name_the_engine_that_really_speaks() -> None:
+    """Each example's docstring names the engine ``auto`` picks (``serve``'s default and the
+    offline example's) before the fallbacks, checked against the selection itself, and never
+    claims espeak-ng speaks by default where a neural engine is installed (issue 18 item 3)."""
+    from lmnt_local.server.engines import make_engine
+    from lmnt_local.server.engines.select import best_engine
+
+    picked = best_engine()
+    if picked.name in ("espeak", "tone"):
+        pytest.skip("no neural engine is installed (the 'local' extra)")
+    voice = next(v.id for v in picked.voices() if "alias" not in v.tags)
+    offline = load("offline_conversation")
+    assert offline.pick_engine("auto").name == picked.name == make_engine("auto").name
+    for name in ("agent", "offline_conversation"):
+        doc = " ".join(
+            (ast.get_docstring(ast.parse((EXAMPLES / f"{name}.py").read_text())) or "").split()
+        )
+        # The engine auto picks is named first, with its voice.
+        assert picked.name in doc and voice in doc, name
+        assert doc.index(picked.name) < doc.index("espeak-ng"), name
+        assert "espeak-ng speech when" not in doc and "speech by espeak-ng" not in doc, name
+    serve = subprocess.run(
+        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--help"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(SOURCES)},
+    )  # fmt: skip
+    assert "(default auto: the best one installed" in " ".join(serve.stdout.split())
+
+
 def test_offline_conversation_command(tmp_path: Path) -> None:
     """As a user runs it: a fresh interpreter, exit status 0, the WAV where ``-o`` said."""
     out = tmp_path / "cli.wav"

@@ -212,5 +212,6 @@ def test_voice_files_are_found_in_hibaris_layout_and_checked(
 def test_auto_prefers_hibari_and_engine_hibari_works() -> None:
     from lmnt_local.server.engines import best_engine, make_engine
 
-    assert best_engine().name == "hibari"
+    auto = best_engine()  # the router over every engine: the female names speak with heart
+    assert auto.route("ava", "auto").engine.name == "hibari"  # type: ignore[attr-defined]
     assert make_engine("hibari").name == "hibari"

@@ -66,7 +66,7 @@ async def test_the_pieces_of_a_cut_sentence_share_one_gain(piper_engine: Any) ->
     )
     first = voice.render(head, 1.0, 1, 24000)
     alone = voice.render(rest, 1.0, 1, 24000)  # as if it were a whole utterance
-    shared = voice.render(rest, 1.0, 1, 24000, first.gain)
+    shared = voice.render(rest, 1.0, 1, 24000, gain=first.gain)
     assert first.gain is not None and alone.gain is not None
     assert shared.gain == first.gain
     level = float(np.sqrt(np.mean(shared.pcm.astype(np.float64) ** 2)))

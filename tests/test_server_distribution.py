@@ -144,5 +144,50 @@ async def test_serves_speech_over_websocket_and_http(
     assert body[:4] == b"RIFF" and len(body) > 24000
 
 
+def test_say_speaks_without_the_plugin(server_venv: Path, tmp_path: Path) -> None:
+    """``lmnt-local say`` in the server-only install: the bare protocol client (no
+    ``videosdk`` to speak through) and the embedded espeak-ng server make a 24 kHz WAV of
+    speech, and a failure is still one line."""
+    import wave
+
+    out = tmp_path / "out.wav"
+    say = [str(server_venv / "bin" / "lmnt-local"), "say", "--engine", "espeak"]
+    proc = subprocess.run(
+        [*say, "Hello there.", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and f"wrote {out}" in proc.stderr
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    assert 0.4 < samples.size / 24000 < 3.0, "two words of speech"
+    assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 300
+    # A compressed format goes through PyAV, a dependency of the server distribution.
+    mp3 = subprocess.run(
+        [*say, "Hello there.", "--format", "mp3", "--speed", "2", "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+    )
+    assert mp3.returncode == 0 and mp3.stderr == "", mp3.stderr
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 24000 and 0.2 < w.getnframes() / 24000 < samples.size / 24000
+    refused = subprocess.run(
+        [*say[:2], "hi", "--ws-url", "ws://127.0.0.1:9/v1/ai/speech/stream", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(),
+    )
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("lmnt-local: could not connect to LMNT at ws://127.0.0.1:9")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

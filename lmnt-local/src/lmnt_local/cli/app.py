@@ -1,8 +1,9 @@
 """``lmnt-local``: serve the local LMNT-compatible server, speak text to a WAV file, list voices.
 
 ``say`` goes through ``LMNTTTS`` and the framework's real ``CustomAudioStreamTrack``, the same
-path an agent's audio takes, so a WAV that sounds right is evidence the plugin is right.  With
-no ``--ws-url`` it starts an embedded server, so it needs no account and no network.
+path an agent's audio takes, so a WAV that sounds right is evidence the plugin is right; in a
+server-only install (no plugin) it speaks through a small protocol client (:mod:`.client`).
+With no ``--ws-url`` it starts an embedded server, so it needs no account and no network.
 
 Every failure the user can cause or fix (bad text, an unwritable file, a wrong key, a server
 that is not there) ends in one ``lmnt-local: ...`` line on stderr and a non-zero exit code,
@@ -71,6 +72,17 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
     return port
+
+
+def _speed(value: str) -> float:
+    """LMNT's documented range; checked here so a typo is a usage error, not a refused turn."""
+    try:
+        speed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0.25 <= speed <= 2.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"speed must be between 0.25 and 2.0, got {value}")
+    return speed
 
 
 def _server_key(value: str) -> str:
@@ -163,10 +175,12 @@ def _build_parser() -> argparse.ArgumentParser:
     say = sub.add_parser(
         "say",
         parents=[common],
-        help="speak text through LMNTTTS into a WAV file",
-        description="Speak text through LMNTTTS and the framework's audio track into a WAV "
-        "file (24 kHz mono s16, what the track plays). Without --ws-url (or LMNT_WS_URL) an "
-        "embedded local server speaks, so no key is needed.",
+        help="speak text into a WAV file (through LMNTTTS when the plugin is installed)",
+        description="Speak text into a WAV file (24 kHz mono s16, what the framework's audio "
+        "track plays): through LMNTTTS and the track when the plugin is installed, else "
+        "through a bare protocol client. Without --ws-url (or LMNT_WS_URL) an embedded local "
+        "server speaks, so no key is needed. If the server fails after audio started, the "
+        "audio received is written and the exit code is 1.",
     )
     say.add_argument("text", nargs="*", help="text to speak; read from stdin when omitted or -")
     say.add_argument(
@@ -218,6 +232,20 @@ def _build_parser() -> argparse.ArgumentParser:
         default=LEGACY_VERSION,
         help="LMNT protocol (default 1.0, legacy)",
     )
+    say.add_argument(
+        "--speed",
+        type=_speed,
+        help="pace, 0.25 (slow) to 2.0 (twice as fast); default: the server's (1.0)",
+    )
+    say.add_argument(
+        "--voices",
+        action="append",
+        type=Path,
+        default=[],
+        dest="voice_dirs",
+        metavar="DIR",
+        help="directory of Piper voices for the embedded server, as for serve (repeatable)",
+    )
     say.add_argument("-q", "--quiet", action="store_true", help="nothing on stderr but errors")
 
     voices = sub.add_parser(
@@ -243,6 +271,33 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine", choices=ENGINES, default="auto", help="engine of the embedded server"
     )
     voices.add_argument("--json", action="store_true", help="print the server's JSON list")
+    voices.add_argument(
+        "--voices",
+        action="append",
+        type=Path,
+        default=[],
+        dest="voice_dirs",
+        metavar="DIR",
+        help="directory of Piper voices for the embedded server, as for serve",
+    )
+    fetch_help = (
+        "download voices into the directory the server reads by default "
+        "($LMNT_VOICES_HOME, else $XDG_DATA_HOME/lmnt-local/voices)"
+    )
+    fetch = voices.add_subparsers(dest="voices_command", metavar="{fetch}").add_parser(
+        "fetch",
+        parents=[common],
+        help=fetch_help,
+        description=fetch_help + ": Piper's catalogue (pinned revision; md5 checked) and "
+        "hibari's kore, emma, fenrir and fable (sha256 checked). A download that is cut off "
+        "or does not match leaves nothing behind. $LMNT_VOICES_HUB_URL replaces "
+        "https://huggingface.co (a mirror with the same paths).",
+    )
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="e.g. en_US-amy-medium, kore")
+    fetch.add_argument(
+        "--list", action="store_true", help="list the fetchable voices instead (with sizes)"
+    )
+    fetch.add_argument("--language", help="with --list: only this language (e.g. de, en_GB)")
     return parser
 
 
@@ -258,6 +313,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             )
         if args.output == "-" and sys.stdout.isatty():
             parser.error("say: refusing to write a WAV file to a terminal; use -o FILE")
+        if args.voice_dirs and args.ws_url:
+            parser.error("say: --voices gives the embedded server voices; not with --ws-url")
+    if args.command == "voices" and getattr(args, "voices_command", None) == "fetch":
+        if bool(args.names) == bool(args.list):
+            parser.error("voices fetch: give voice names, or --list")
 
 
 # -- serve helpers (used by cli_serve) --------------------------------------------------------

@@ -62,12 +62,28 @@ def _engine(
                 "no speech engine is installed, using the 440 Hz tone engine "
                 '(for speech, from a checkout: pip install ".[local]")'
             )
-        elif announce:
+        elif announce and not hasattr(engine, "route"):
             _note(f"speech engine: {_describe_engine(engine)}")
     return engine
 
 
+def _report_engine(engine: Any, *, announce: bool = True) -> None:
+    """After the engine has loaded (a server's ``start()``): what speaks, the voice files
+    left out and the names that speak with another gender, on stderr without ``-v``."""
+    if announce and hasattr(engine, "route"):
+        _note(f"speech engine: {_describe_engine(engine)}")
+    for problem in getattr(engine, "problems", ()):
+        _note(f"warning: {problem}")
+    notes = getattr(engine, "notes", None)
+    if callable(notes):
+        for line in notes():
+            _note(f"note: {line}")
+
+
 def _describe_engine(engine: Any) -> str:
+    describe = getattr(engine, "describe", None)
+    if callable(describe):
+        return str(describe())
     if engine.name not in ("neural", "hibari"):
         return str(engine.name)
     voices = [v for v in engine.voices() if "alias" not in v.tags]

@@ -29,6 +29,7 @@ from lmnt_local.cli.common import (
     _engine,
     _note,
     _reason,
+    _report_engine,
     _ws_url,
 )
 from lmnt_local.cli.speak import _Progress, speak, wav_bytes
@@ -116,7 +117,7 @@ def _target(args: argparse.Namespace) -> _Target:
     keyless ``lmnt-local serve`` accepts any non-empty key (and one with keys says so).
     """
     url = args.ws_url
-    if url is None and args.engine is None:
+    if url is None and args.engine is None and not args.voice_dirs:
         env = os.getenv("LMNT_WS_URL")
         if env:
             try:
@@ -138,42 +139,91 @@ def _target(args: argparse.Namespace) -> _Target:
 
 
 @contextlib.asynccontextmanager
-async def _endpoint(target: _Target, engine: str | None, quiet: bool) -> AsyncIterator[str]:
+async def _endpoint(
+    target: _Target, args: argparse.Namespace, quiet: bool
+) -> AsyncIterator[tuple[str, Any]]:
+    """The URL to speak to, and the embedded server's engine (``None`` for another server)."""
     if target.url is not None:
-        yield target.url
+        yield target.url, None
         return
     from lmnt_local.server import LocalLMNTServer
 
-    async with LocalLMNTServer(engine=_engine(engine or "auto", quiet), port=0) as server:
-        yield server.ws_url
+    engine = _engine(args.engine or "auto", quiet, voice_dirs=args.voice_dirs)
+    async with LocalLMNTServer(engine=engine, port=0) as server:
+        if not quiet:
+            _report_engine(engine)
+            _note_route(engine, args.voice, args.language)
+        yield server.ws_url, engine
+
+
+def _note_route(engine: Any, voice: str, language: str) -> None:
+    """Say which voice speaks when it is not what was asked for (another gender, espeak-ng
+    for a language no neural voice speaks)."""
+    route = getattr(engine, "route", None)
+    if not callable(route):
+        return
+    from lmnt_local.server.engines import LanguageError
+
+    try:
+        chosen = route(voice, language)
+    except LanguageError:
+        return  # the server refuses it with the same words
+    if chosen.note is not None:
+        _note(f"voice {voice!r}: {chosen.note}")
+
+
+def _kind(exc: Exception) -> str | None:
+    """The plugin's error class, or the bare client's stand-in for it, as one word."""
+    from lmnt_local.cli.client import ClientFailure
+
+    if isinstance(exc, ClientFailure):
+        return exc.kind
+    try:
+        from videosdk.plugins.lmnt.errors import (
+            LMNTAuthError,
+            LMNTConnectionError,
+            LMNTServerError,
+        )
+    except ImportError:
+        return None
+    for cls, kind in (
+        (LMNTAuthError, "auth"),
+        (LMNTConnectionError, "connection"),
+        (LMNTServerError, "server"),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return None
 
 
 def _describe(exc: Exception, target: _Target) -> CLIError:
-    """One line that says what to fix; never the key (the plugin's errors are redacted)."""
-    from videosdk.plugins.lmnt.errors import LMNTAuthError, LMNTConnectionError, LMNTServerError
-
-    if isinstance(exc, LMNTAuthError):
-        detail = exc.server_message or exc.message
+    """One line that says what to fix; never the key (the plugin's errors are redacted, the
+    bare client's never carry it).  The same line whichever client spoke."""
+    kind = _kind(exc)
+    if kind == "auth":
+        detail = getattr(exc, "server_message", None) or getattr(exc, "message", str(exc))
         hint = (
             "no API key was given: pass --api-key or set LMNT_API_KEY"
             if not target.key_given
             else "check --api-key / LMNT_API_KEY"
         )
         return CLIError(f"the server refused the API key ({detail}); {hint}")
-    if isinstance(exc, LMNTConnectionError):
-        return CLIError(_as_flags(exc.message))  # names the URL and the reason
-    if isinstance(exc, LMNTServerError) and not exc.retryable and _refused_option(exc):
+    if kind == "connection":
+        return CLIError(_as_flags(getattr(exc, "message", str(exc))))  # names the URL and why
+    if kind == "server" and not getattr(exc, "retryable", False) and _refused_option(exc):
         # The server validates what the plugin cannot know (its languages, models...): a
         # refused option is a command line that cannot work, as the plugin's own checks say.
-        return CLIError(f"the server refused an option: {exc.server_message}", EXIT_USAGE)
-    if isinstance(exc, ValueError):  # LMNTTTS's checks of options the parser lets through
+        return CLIError(
+            f"the server refused an option: {getattr(exc, 'server_message', '')}", EXIT_USAGE
+        )
+    if isinstance(exc, ValueError):  # option checks the parser lets through
         return CLIError(_as_flags(str(exc)), EXIT_USAGE)
     return CLIError(str(exc))
 
 
 #: Init fields a server names when it refuses one ("language: Input should be ...", as LMNT's
 #: validation errors read); each is a command-line option of ``say``.
-_OPTION_FIELDS = ("voice", "language", "model", "format", "sample_rate")
+_OPTION_FIELDS = ("voice", "language", "model", "format", "sample_rate", "speed")
 
 
 def _refused_option(exc: Any) -> bool:
@@ -183,7 +233,7 @@ def _refused_option(exc: Any) -> bool:
     return any(message.startswith(f"{name}:") for name in _OPTION_FIELDS)
 
 
-async def _check_voice(args: argparse.Namespace, url: str, key: str) -> None:
+async def _check_voice(args: argparse.Namespace, url: str, key: str, quiet: bool = False) -> None:
     """Refuse a ``--voice`` the server does not list, before speaking (a mistyped voice is
     otherwise spoken in a default voice, silently).
 
@@ -208,6 +258,10 @@ async def _check_voice(args: argparse.Namespace, url: str, key: str) -> None:
             f"unknown voice {args.voice!r}; this server's voices are: {', '.join(ids)}",
             EXIT_USAGE,
         )
+    chosen = next((v for v in voices if str(v.get("id")).casefold() == args.voice.casefold()), {})
+    tags = chosen.get("tags")
+    if not quiet and isinstance(tags, list) and "fallback" in tags:
+        _note(f"voice {args.voice!r}: {chosen.get('description', '')}")
 
 
 #: The plugin's hints name Python keywords; on the command line they are flags.
@@ -249,8 +303,16 @@ async def _say(args: argparse.Namespace) -> int:
 
 
 async def _say_text(args: argparse.Namespace) -> int:
-    from videosdk.plugins.lmnt.errors import LMNTError
+    from lmnt_local.cli.client import ClientFailure, speak_bare, use_plugin
 
+    # The plugin when installed (its path is evidence the plugin is right), else the bare
+    # protocol client of a server-only install; LMNT_LOCAL_SAY_CLIENT forces either.
+    plugin = use_plugin()
+    failures: tuple[type[Exception], ...] = (ClientFailure, ValueError)
+    if plugin:
+        from videosdk.plugins.lmnt.errors import LMNTError
+
+        failures = (LMNTError, ValueError)
     text = _read_text(args)
     target = _target(args)
     quiet = bool(args.quiet)
@@ -259,12 +321,12 @@ async def _say_text(args: argparse.Namespace) -> int:
         progress = _Progress(sys.stderr, interactive=sys.stderr.isatty())
     output = _Output(args.output)  # before speaking: an unwritable path fails at once
     try:
-        async with _endpoint(target, args.engine, quiet) as url:
-            await _check_voice(args, url, target.key)
+        async with _endpoint(target, args, quiet) as (url, engine):
+            await _check_voice(args, url, target.key, quiet or engine is not None)
             if progress is not None:
                 progress.start(text, url if target.url else "the embedded local server")
             try:
-                speech = await speak(
+                speech = await (speak if plugin else speak_bare)(
                     text,
                     ws_url=url,
                     api_key=target.key,
@@ -276,16 +338,26 @@ async def _say_text(args: argparse.Namespace) -> int:
                     protocol_version=args.protocol_version,
                     ca_file=args.ca_file,
                     allow_insecure=args.allow_insecure,
+                    speed=args.speed,
                 )
-            except (LMNTError, ValueError) as exc:
+            except failures as exc:
                 raise _describe(exc, target) from None
         if not speech.pcm:
+            if speech.failure is not None:
+                raise CLIError(f"the server failed: {speech.failure}")
             raise CLIError("the server produced no audio for this text")
         output.commit(wav_bytes(speech.pcm, speech.rate))
     finally:
         output.discard()
+    where = "stdout" if args.output == "-" else args.output
+    if speech.failure is not None:
+        # Kept, not thrown away: most of a long text beats none.  The exit code and this line
+        # (printed even with -q, as every error is) say the file is not the whole text.
+        raise CLIError(
+            f"the server failed after {speech.seconds:.1f} s of audio: {speech.failure}; "
+            f"wrote the partial audio received to {where}"
+        )
     if not quiet:
-        where = "stdout" if args.output == "-" else args.output
         first = f", first audio after {speech.first_audio:.2f} s" if speech.first_audio else ""
         _note(
             f"wrote {where}: {speech.seconds:.2f} s of audio ({speech.rate} Hz mono s16) "

@@ -17,6 +17,7 @@ import ssl
 import sys
 from typing import Any, NoReturn
 
+from lmnt_local.cli.common import _report_engine
 from lmnt_local.server.config import ServerConfig
 
 __all__ = ["add_serve_options", "exit_now", "serve"]
@@ -106,6 +107,13 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="json: one JSON object per log line with its request id "
         "(default: $LMNT_LOG_FORMAT, else text)",
     )
+    serve.add_argument(
+        "--lexicon",
+        metavar="FILE",
+        default=None,
+        help="pronunciations: one 'word<TAB>respelling' or 'word<TAB>/IPA/' a line, added to the "
+        "built-in ones (LMNT said 'lament'); see docs/text.md (default: $LMNT_LEXICON)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -147,6 +155,8 @@ def _resolve(args: argparse.Namespace) -> None:
             raise ValueError("$LMNT_LOG_FORMAT must be text or json")
     if args.limits is None:
         args.limits = os.environ.get("LMNT_LIMITS_FILE") or None
+    if args.lexicon is None:
+        args.lexicon = os.environ.get("LMNT_LEXICON") or None
     if args.reuse_port and _KEYS_ENV in os.environ:
         args.api_keys = [k for k in os.environ.pop(_KEYS_ENV).split("\n") if k]
 
@@ -180,6 +190,13 @@ async def serve(args: argparse.Namespace) -> int:
         limits = LimitsConfig.load(args.limits)
     except ValueError as exc:
         raise cli.CLIError(str(exc), cli.EXIT_USAGE) from None
+    if args.lexicon:  # one clear error before any worker starts, not N failed workers
+        from lmnt_local.server.text.lexicon import Lexicon, LexiconError
+
+        try:
+            Lexicon.load(args.lexicon)
+        except LexiconError as exc:
+            raise cli.CLIError(f"--lexicon: {exc}", cli.EXIT_USAGE) from None
     if args.workers > 1:
         for directory in args.voice_dirs:  # one clear error, not N failed workers (as the
             if not directory.is_dir():  # engine says it; Piper itself is not imported here)
@@ -199,6 +216,7 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
         max_sessions=args.max_sessions,
         max_connections=args.max_connections,
         drain_timeout=args.drain_timeout,
+        lexicon=args.lexicon,
     )
     server = LocalLMNTServer(
         engine=engine,
@@ -235,6 +253,7 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
                 f"engine {cli._describe_engine(engine)}, accepting {keys}; point an agent at it "
                 f"with LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
             )
+            _report_engine(engine, announce=False)
 
     await serve_until_signalled(
         server, drain_timeout=args.drain_timeout, on_stopping=stopping, on_ready=ready
@@ -306,6 +325,8 @@ async def _supervise(args: argparse.Namespace, limits: Any) -> int:
             argv += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
         if args.limits:
             argv += ["--limits", args.limits]
+        if args.lexicon:
+            argv += ["--lexicon", args.lexicon]
         for directory in args.voice_dirs:
             argv += ["--voices", str(directory)]
         if args.verbose:

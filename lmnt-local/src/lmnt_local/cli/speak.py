@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from lmnt_local.cli.common import CLIError
-
 __all__ = ["Speech", "speak", "wav_bytes"]
 
 TRACK_RATE = 24000  # what the framework's CustomAudioStreamTrack plays, so what the WAV holds
@@ -79,12 +77,18 @@ class _Progress:
 
 @dataclass(frozen=True, slots=True)
 class Speech:
-    """What ``speak`` heard: the PCM the track played and how long it took."""
+    """What ``speak`` heard: the PCM the track played and how long it took.
+
+    ``failure`` is why the server stopped early when it failed after audio started: ``pcm`` is
+    then what arrived before, kept because a user who waited minutes for a long text would
+    rather have most of it than nothing (``say`` marks it partial and exits 1).
+    """
 
     pcm: bytes  # mono s16le at ``rate``
     rate: int
     first_audio: float | None  # seconds from the start to the first audio frame
     wall: float  # seconds from the start to the last frame played
+    failure: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -123,12 +127,14 @@ async def speak(
     instead of in real time, and the end is the track's own "last audio byte" callback after
     ``mark_synthesis_complete()``: the audio is complete when the framework says everything
     queued was played, not when ``synthesize()`` returns.  A failure after audio started is
-    only an ``"error"`` event for the plugin (the agent keeps what was heard); here it is an
-    error, because a silently truncated WAV is worse than none.
+    only an ``"error"`` event for the plugin (the agent keeps what was heard); here it ends the
+    speaking, and what was played is returned with ``failure`` saying why (never a silently
+    truncated WAV: ``say`` says it is partial).
     """
     from videosdk.agents.room.output_stream import CustomAudioStreamTrack
     from videosdk.agents.tts.tts import FlushMarker
 
+    from videosdk.plugins.lmnt.errors import LMNTError
     from videosdk.plugins.lmnt.tts import LMNTTTS
 
     loop = asyncio.get_running_loop()
@@ -179,14 +185,20 @@ async def speak(
         yield FlushMarker()  # as the framework's SpeechGeneration ends every turn
 
     drainer = loop.create_task(drain(), name="lmnt-local-drain")
+    failure: str | None = None
     try:
         for pieces in _turns(text):
             tts.reset_first_audio_tracking()
             track.mark_synthesis_start()
-            await tts.synthesize(text_of(pieces))
+            try:
+                await tts.synthesize(text_of(pieces))
+            except LMNTError as exc:
+                if not track._cumulative_input_samples:
+                    raise
+                errors.append(str(exc))  # a later turn failed before its audio: keep the rest
             if errors:
-                received = track._cumulative_input_samples / track.sample_rate
-                raise CLIError(f"the server failed after {received:.1f} s of audio: {errors[0]}")
+                failure = errors[0]
+                break
         track.mark_synthesis_complete()
         try:
             await asyncio.wait_for(played_all.wait(), drain_timeout)
@@ -207,6 +219,7 @@ async def speak(
         rate=int(track.sample_rate),
         first_audio=first_audio[0] if first_audio else None,
         wall=time.monotonic() - started,
+        failure=failure,
     )
 
 

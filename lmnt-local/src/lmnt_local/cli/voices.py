@@ -12,7 +12,16 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lmnt_local.cli.common import EXIT_OK, EXIT_USAGE, LOCAL_KEY, CLIError, _engine, _reason
+from lmnt_local.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    LOCAL_KEY,
+    CLIError,
+    _engine,
+    _note,
+    _reason,
+    _report_engine,
+)
 
 
 def _http_base(url: str) -> str:
@@ -58,6 +67,8 @@ async def _fetch_voices(
 
 
 async def _voices(args: argparse.Namespace) -> int:
+    if getattr(args, "voices_command", None) == "fetch":
+        return await _fetch(args)
     api_key = args.api_key or os.getenv("LMNT_API_KEY") or LOCAL_KEY
     if args.url:
         from lmnt_local.protocol.hosts import is_loopback
@@ -74,12 +85,47 @@ async def _voices(args: argparse.Namespace) -> int:
     else:
         from lmnt_local.server import LocalLMNTServer
 
-        async with LocalLMNTServer(engine=_engine(args.engine, quiet=True), port=0) as server:
+        engine = _engine(args.engine, quiet=True, voice_dirs=args.voice_dirs)
+        async with LocalLMNTServer(engine=engine, port=0) as server:
             voices = await _fetch_voices(server.http_url, LOCAL_KEY, None)
+        _report_engine(engine, announce=False)
     if args.json:
         print(json.dumps(voices, indent=2))
         return EXIT_OK
     width = max([10, *(len(str(v.get("id", "?"))) for v in voices)])  # Piper ids are long
     for v in voices:
-        print(f"{v.get('id', '?'):<{width}} {v.get('gender', ''):<7} {v.get('description', '')}")
+        language = str(v.get("language") or "any")
+        print(
+            f"{v.get('id', '?'):<{width}} {v.get('gender', ''):<7} {language:<5} "
+            f"{v.get('description', '')}"
+        )
+    return EXIT_OK
+
+
+async def _fetch(args: argparse.Namespace) -> int:
+    """``voices fetch NAME...`` / ``voices fetch --list``."""
+    from lmnt_local.server.engines.store import voices_home
+    from lmnt_local.server.voice_fetch import FetchError, catalog, fetch_voices
+
+    try:
+        if args.list:
+            entries = await catalog()
+            wanted = (args.language or "").lower().replace("-", "_")
+            width = max(len(name) for name in entries)
+            for entry in entries.values():
+                if wanted and not (
+                    entry.language.lower() == wanted
+                    or entry.language.lower().startswith(wanted + "_")
+                ):
+                    continue
+                speakers = f"{entry.speakers} speakers" if entry.speakers > 1 else ""
+                print(
+                    f"{entry.name:<{width}} {entry.engine:<6} {entry.language:<6} "
+                    f"{entry.gender:<7} {entry.quality:<7} {entry.size / 1e6:6.1f} MB {speakers}"
+                )
+            return EXIT_OK
+        await fetch_voices(args.names, progress=_note)
+    except FetchError as exc:
+        raise CLIError(str(exc)) from None
+    _note(f"the server reads {voices_home()} by default (lmnt-local serve)")
     return EXIT_OK

@@ -143,6 +143,7 @@ class SessionOptions:
     temperature: float | None = 1.0
     top_p: float | None = 0.8
     version: str = LEGACY_VERSION
+    speed: float | None = None  # LMNT's pace, 0.25-2.0; None keeps 1.0.30's init frame
     return_extras: bool = False
     return_timestamps: bool = False
 
@@ -159,6 +160,7 @@ class SessionOptions:
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "speed": self.speed,
         }
         payload.update({k: v for k, v in optional.items() if v is not None})
         if self.return_extras and not is_typed(self.version):

@@ -37,6 +37,8 @@ from lmnt_local.server.ops.metrics import ServerMetrics
 from lmnt_local.server.ops.observe import ServerHooks
 from lmnt_local.server.ops.workers import bound_socket
 from lmnt_local.server.record import SessionRecord
+from lmnt_local.server.text.frontend import TextFrontEnd
+from lmnt_local.server.text.lexicon import Lexicon
 
 __all__ = ["LocalLMNTServer", "default_engine"]
 
@@ -76,6 +78,13 @@ class LocalLMNTServer:
         reuse_port: bool = False,
     ) -> None:
         self.engine: SpeechEngine = engine if engine is not None else default_engine()
+        self.config = config or ServerConfig()
+        #: What sessions and HTTP requests speak through: the engine behind the text front-end
+        #: (markup, lexicon, normaliser, word mapping), unless the config turns it off.
+        self.speaker: SpeechEngine = self.engine
+        if self.config.text_frontend:
+            lexicon = Lexicon.load(self.config.lexicon) if self.config.lexicon else Lexicon()
+            self.speaker = TextFrontEnd(self.engine, lexicon=lexicon)
         self.host = host
         self.ssl_context = ssl_context
         #: Per-key session and character limits (none unless configured).
@@ -83,7 +92,6 @@ class LocalLMNTServer:
         listed = self.limits.config.allowed_keys  # an allow-list: its keys and api_keys only
         accepted = set(api_keys or ()) | set(listed or ())
         self.api_keys = frozenset(accepted) if accepted else None
-        self.config = config or ServerConfig()
         self.faults = faults or Faults()
         self.sessions: list[SessionRecord] = []
         #: For TLS servers started by the test fixtures: a client context trusting the cert.
@@ -173,10 +181,14 @@ class LocalLMNTServer:
         app = web.Application(middlewares=[middleware, json_errors])
         app.router.add_get(STREAM_PATH, self._stream)
         HttpRoutes(
-            self.engine, self.config, self.api_keys, encoders=self._encoders, accounts=self.accounts
+            self.speaker,
+            self.config,
+            self.api_keys,
+            encoders=self._encoders,
+            accounts=self.accounts,
         ).add_to(app)
         OpenAIRoutes(
-            self.engine,
+            self.speaker,
             self.config,
             self.api_keys,
             encoders=self._encoders,
@@ -320,7 +332,7 @@ class LocalLMNTServer:
             ws,
             request,
             record,
-            engine=self.engine,
+            engine=self.speaker,
             config=self.config,
             faults=faults,
             api_keys=self.api_keys,

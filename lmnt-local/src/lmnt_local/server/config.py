@@ -7,6 +7,7 @@ importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lmnt_local.protocol import split_complete_sentences
 
@@ -70,6 +71,13 @@ class ServerConfig:
     max_sessions: int = 1024
     #: Upper bound of :meth:`LocalLMNTServer.drain`: in-flight turns get this long to finish.
     drain_timeout: float = 20.0
+    #: Read text as meant before any engine speaks it: Markdown and SSML removed or honoured,
+    #: pronunciations applied, prices, dates and numbers normalised (see ``docs/text.md``).
+    #: Off, engines get the caller's text as sent.
+    text_frontend: bool = True
+    #: A pronunciation lexicon file (``serve --lexicon``; format in ``docs/text.md``), added to
+    #: the built-in entries ("LMNT" said "lament").
+    lexicon: str | Path | None = None
 
     def __post_init__(self) -> None:
         positive = ("frame_bytes", "max_frame_bytes", "max_text_chars", "max_messages_per_second")

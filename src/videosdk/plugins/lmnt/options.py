@@ -22,7 +22,11 @@ DEFAULT_FORMAT: _FormatType = "pcm_s16le"
 LMNT_SAMPLE_RATE: _SampleRate = 24000
 _LanguageCode = str
 _LANGUAGE_RE = re.compile(r"^(auto|[a-z]{2,3}(-[A-Za-z0-9]{2,8})?)$")
-_OVERRIDABLE = ("model", "language", "format", "sample_rate", "seed", "temperature", "top_p")
+_OVERRIDABLE = (
+    "model", "language", "format", "sample_rate", "seed", "temperature", "top_p", "speed"
+)  # fmt: skip
+#: LMNT's documented range of ``speed`` (the local server enforces the same).
+MIN_SPEED, MAX_SPEED = 0.25, 2.0
 
 
 def _check_str(name: str, value: Any) -> str:
@@ -60,6 +64,8 @@ def _validate(opts: dict[str, Any]) -> None:
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     _check_number("temperature", opts["temperature"], 0.0, 5.0)
     _check_number("top_p", opts["top_p"], 0.0, 1.0)
+    if opts.get("speed") is not None:
+        _check_number("speed", opts["speed"], MIN_SPEED, MAX_SPEED)
 
 
 def _check_url(url: Any, allow_insecure: bool) -> str:

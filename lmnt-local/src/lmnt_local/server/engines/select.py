@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from lmnt_local.server.engines.base import SpeechEngine
+from lmnt_local.server.engines.store import existing_dirs
 from lmnt_local.server.engines.tone import ToneEngine
 
 __all__ = ["ENGINE_NAMES", "EngineUnavailable", "best_engine", "make_engine"]
@@ -29,6 +31,26 @@ _HINTS = {
 }
 
 
+class _WarningsKept(logging.Handler):
+    """The warnings an engine logs while it looks for its voice files (a file skipped), kept
+    as its ``problems`` so the CLI prints them: library warnings are silent unless the
+    application configures logging."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> _WarningsKept:
+        log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        log.removeHandler(self)
+
+
 class EngineUnavailable(RuntimeError):
     """A forced engine is not installed; the message says what to install."""
 
@@ -38,7 +60,8 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
 
     ``voice_dirs``: directories of Piper voices (``.onnx`` + ``.onnx.json``) for the neural
     engine and of hibari voice files (see :mod:`lmnt_local.server.engines.hibari`), offered
-    besides any voice installed as a package.
+    besides any voice installed as a package and the fetched voices
+    (:mod:`lmnt_local.server.engines.store`, read by default).
     """
     if name == "auto":
         return best_engine(voice_dirs=voice_dirs)
@@ -51,13 +74,20 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
             raise EngineUnavailable(f"espeak-ng is not installed: {_HINTS['espeak']}")
         return EspeakEngine()
     if name == "hibari":
-        try:
-            from lmnt_local.server.engines.hibari import HibariEngine
-        except ImportError as exc:
+        # The engine module imports hibari-tts lazily (its G2P tables load on first use), so
+        # ask whether it is installed rather than waiting for the first synthesis to fail.
+        missing = [m for m in ("hibari", "onnx") if importlib.util.find_spec(m) is None]
+        if missing:
             raise EngineUnavailable(
-                f"the hibari engine needs hibari-tts ({exc}): {_HINTS['hibari']}"
-            ) from None
-        return HibariEngine(voice_dirs=voice_dirs)
+                f"the hibari engine needs {' and '.join(missing)}: {_HINTS['hibari']}"
+            )
+        from lmnt_local.server.engines.hibari import HibariEngine
+
+        with _WarningsKept() as kept:
+            hibari = HibariEngine(voice_dirs=[*existing_dirs("hibari"), *voice_dirs])
+        if not hasattr(hibari, "problems"):
+            hibari.problems = kept.lines  # type: ignore[attr-defined]
+        return hibari
     if name == "neural":
         try:
             from lmnt_local.server.engines.piper import PiperEngine
@@ -65,7 +95,7 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
             raise EngineUnavailable(
                 f"the neural engine needs piper-tts ({exc}): {_HINTS['neural']}"
             ) from None
-        engine = PiperEngine(voice_dirs=voice_dirs)
+        engine = PiperEngine(voice_dirs=[*existing_dirs("piper"), *voice_dirs])
         if not engine.voices():
             raise EngineUnavailable(f"no Piper voice is installed: {_HINTS['neural']}")
         return engine
@@ -73,15 +103,19 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
 
 
 def best_engine(*, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
-    """hibari when installed, else Piper with a voice, else espeak-ng, else the test tone."""
+    """Every installed engine behind one router (:class:`.router.RouterEngine`: neural voices
+    first, hibari before Piper, espeak-ng for the languages they do not speak), else the test
+    tone."""
+    engines: list[SpeechEngine] = []
     for name in ("hibari", "neural", "espeak"):
         try:
-            engine = make_engine(name, voice_dirs=voice_dirs)
+            engines.append(make_engine(name, voice_dirs=voice_dirs))
         except EngineUnavailable as exc:
             log.info("local LMNT server: %s", exc)
-            continue
         except (RuntimeError, OSError) as exc:  # installed but broken: say so, speak anyway
             log.warning("local LMNT server: the %s engine does not start: %s", name, exc)
-            continue
-        return engine
-    return ToneEngine()
+    if not engines:
+        return ToneEngine()
+    from lmnt_local.server.engines.router import RouterEngine
+
+    return RouterEngine(engines)

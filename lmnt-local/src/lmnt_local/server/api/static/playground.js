@@ -99,6 +99,17 @@
       meta.className = "meta";
       meta.textContent = `${v.gender || "unknown"} · ${voiceLanguage(v)}`;
       b.append(name, meta);
+      // An LMNT name is spoken by another voice: say which, and when it is not the gender
+      // the name promises (the server tags it "fallback").
+      const tags = Array.isArray(v.tags) ? v.tags : [];
+      if (tags[0] === "alias" && typeof tags[1] === "string") {
+        const by = document.createElement("span");
+        by.className = tags.includes("fallback") ? "meta fallback" : "meta";
+        by.textContent = tags.includes("fallback")
+          ? `spoken by ${tags[1]}: not the name's gender (none installed)`
+          : `spoken by ${tags[1]}`;
+        b.append(by);
+      }
       b.addEventListener("click", () => {
         voice = v.id;
         for (const other of ui.voices.children) {

@@ -339,6 +339,7 @@ async def agent_session(
     engine: Any = None,
     realtime: bool = False,
     llm: ScriptedLLM | None = None,
+    server_config: Any = None,
 ) -> AsyncIterator[Harness]:
     """Start a server, an agent session around it, and tear everything down afterwards.
 
@@ -347,8 +348,12 @@ async def agent_session(
     engine (default the 440 Hz tone); ``realtime``: the track plays at its real-time pace (as a
     room does) instead of as fast as audio is ready.
     """
+    extra: dict[str, Any] = {} if server_config is None else {"config": server_config}
     server = await start_local_server(
-        engine=engine if engine is not None else LMNT_TONE, faults=faults, api_keys=api_keys
+        engine=engine if engine is not None else LMNT_TONE,
+        faults=faults,
+        api_keys=api_keys,
+        **extra,
     )
     opts: dict[str, Any] = {
         "api_key": KEY,

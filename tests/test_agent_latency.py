@@ -19,13 +19,15 @@ import pytest
 from videosdk.agents import ChatRole, LLMResponse
 
 from agent_harness import SECONDS_PER_CHAR, ScriptedLLM, agent_session, deltas
-from lmnt_local.server import ToneEngine
+from lmnt_local.server import ServerConfig, ToneEngine
 from lmnt_local.server.engines import EngineChunk
 from videosdk.plugins.lmnt.testing import start_local_server
 
 pytestmark = pytest.mark.asyncio
+# The engines get the caller's text as cut into sentences, not the text front-end's reading of
+# it: these tests are about where sentences end, and what text reaches the engine whole.
+RAW = ServerConfig(text_frontend=False)
 # Scripts whose end marks look like Latin ones are the point of these tests.
-# ruff: noqa: RUF001
 
 
 class RecordingTone(ToneEngine):
@@ -80,7 +82,7 @@ async def test_first_sentence_starts_before_the_llm_writes_the_next() -> None:
     server starts it then, not when the LLM's next sentence arrives after a pause."""
     engine = RecordingTone()
     llm = PausingLLM(["Sure, I can help you with that. ", "Here is what I found."], 1.0)
-    async with agent_session(engine=engine, llm=llm) as h:
+    async with agent_session(server_config=RAW, engine=engine, llm=llm) as h:
         result = await h.user_turn("help", "")
         assert result.idle
         assert not h.errors
@@ -111,7 +113,7 @@ async def test_sentences_of_every_script_reach_the_server_apart(
     """Item 1: through the framework's chunker, every script's sentences reach the engine as
     separate units, and the text the server got has whitespace after every inner end mark."""
     engine = RecordingTone()
-    async with agent_session(engine=engine, llm_delay=0.001) as h:
+    async with agent_session(server_config=RAW, engine=engine, llm_delay=0.001) as h:
         result = await h.user_turn("hi", reply)
         assert result.idle and not h.errors
         records = [r for r in h.server.server.sessions if r.texts]
@@ -146,7 +148,7 @@ async def test_a_sentence_sent_without_a_trailing_space_is_spoken_at_once() -> N
     """Item 1, any client: 1.0.30 sends "Sure." then " Here..." — the first piece is
     complete on its own, and its audio comes before the client sends anything more."""
     engine = RecordingTone()
-    server = await start_local_server(engine=engine)
+    server = await start_local_server(engine=engine, config=RAW)
     try:
         http, ws = await _raw_session(server.ws_url)
         async with http, ws:
@@ -178,7 +180,7 @@ async def test_a_token_split_across_messages_is_read_whole(
     """Issue 20 item 2: a tail that may be the start of a longer token ("$5.", "**", "<brea",
     "Dr.") waits for the next piece; what follows decides, so the engine gets it whole."""
     engine = RecordingTone()
-    server = await start_local_server(engine=engine)
+    server = await start_local_server(engine=engine, config=RAW)
     try:
         http, ws = await _raw_session(server.ws_url)
         async with http, ws:
@@ -196,7 +198,7 @@ async def test_a_token_split_across_messages_is_read_whole(
 async def test_a_held_tail_is_spoken_at_flush() -> None:
     """Issue 20 item 2: a held "$5." waits no longer than a flush."""
     engine = RecordingTone()
-    server = await start_local_server(engine=engine)
+    server = await start_local_server(engine=engine, config=RAW)
     try:
         http, ws = await _raw_session(server.ws_url)
         async with http, ws:
@@ -225,7 +227,7 @@ async def test_a_just_in_time_sentence_is_not_cut_while_audio_plays() -> None:
     second = "Then the second one follows."
     seconds = len(first) * 0.03
     engine = SlowTone({1: seconds * 0.7}, seconds_per_char=0.03)
-    async with agent_session(engine=engine, realtime=True) as h:
+    async with agent_session(server_config=RAW, engine=engine, realtime=True) as h:
         assert seconds * 0.7 > h.lmnt.receive_timeout  # the old rule would cut here
         result = await h.user_turn("go", f"{first} {second}", timeout=20)
         assert result.idle
@@ -239,7 +241,7 @@ async def test_a_silent_server_still_fails_once_the_listener_ran_dry() -> None:
     played what it had plus ``receive_timeout``, long before the engine would answer."""
     first = "This first sentence plays for a second or so."
     engine = SlowTone({1: 60.0}, seconds_per_char=0.02)
-    async with agent_session(engine=engine, realtime=True, time_limit=60) as h:
+    async with agent_session(server_config=RAW, engine=engine, realtime=True, time_limit=60) as h:
         t0 = time.monotonic()
         result = await h.user_turn("go", f"{first} Never spoken.", timeout=30)
         elapsed = time.monotonic() - t0
@@ -302,7 +304,7 @@ async def test_the_scheduling_lead_counts_only_unplayed_audio_of_this_turn() -> 
     """Item 4: a reused typed session idles between turns; the next turn's first sentence is
     urgent (nothing left to play), and its second has the first's audio as lead, not zero."""
     engine = LeadTone()
-    server = await start_local_server(engine=engine)
+    server = await start_local_server(engine=engine, config=RAW)
     try:
         async with aiohttp.ClientSession() as http, http.ws_connect(server.ws_url) as ws:
             init = {"X-API-Key": "k", "voice": "ava", "format": "pcm_s16le", "lmnt-version": "1.2"}
@@ -339,7 +341,7 @@ async def test_a_cold_first_turn_costs_its_handshake_and_no_more() -> None:
 
     latency = 0.15  # one-way delay of every server message, the upgrade answer included
     engine = RecordingTone()
-    server = await start_local_server(engine=engine, faults=Faults(latency=latency))
+    server = await start_local_server(engine=engine, faults=Faults(latency=latency), config=RAW)
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url)
     track = make_track()
     drain = Drain(track)
@@ -366,7 +368,7 @@ async def test_a_token_split_after_its_period_stays_whole_from_a_direct_caller()
     from track_helpers import Drain, aiter_of, make_track
 
     engine = RecordingTone()
-    server = await start_local_server(engine=engine)
+    server = await start_local_server(engine=engine, config=RAW)
     tts = LMNTTTS(api_key="k", ws_url=server.ws_url)
     track = make_track()
     tts.audio_track = track
@@ -384,3 +386,23 @@ async def test_a_token_split_after_its_period_stays_whole_from_a_direct_caller()
         "Hello.",
         "How are you?",
     ]
+
+
+async def test_a_split_token_is_read_whole_by_the_text_front_end() -> None:
+    """Issue 20 item 2 end to end: with the server's text front-end on (the default), "$5." +
+    "50 today." is read as money once, never as "five dollars" then "fifty"."""
+    engine = RecordingTone()
+    server = await start_local_server(engine=engine)
+    try:
+        http, ws = await _raw_session(server.ws_url)
+        async with http, ws:
+            for piece in ("It costs $5.", "50 today. "):
+                await ws.send_str(json.dumps({"text": piece}))
+            await ws.send_str(json.dumps({"eof": True}))
+            async with asyncio.timeout(10):
+                async for _ in ws:
+                    pass
+    finally:
+        await server.stop()
+    [said] = engine.texts()
+    assert "five dollars and fifty cents" in said, said

@@ -322,7 +322,7 @@ class ServerSpec:
     """What the server process runs; plain data so it pickles across ``spawn``."""
 
     faults: dict[str, Any] = field(default_factory=dict)
-    engine: dict[str, Any] = field(default_factory=dict)  # ToneEngine keywords
+    engine: dict[str, Any] = field(default_factory=dict)  # ToneEngine keywords, or {"name": ...}
     tls: TlsFiles | None = None
     rtts: tuple[float, ...] = ()  # one RttProxy per value
     sys_path: tuple[str, ...] = ()
@@ -348,9 +348,16 @@ async def _serve(spec: ServerSpec, conn: Any) -> None:
     from lmnt_local.server import Faults, LocalLMNTServer, ToneEngine
 
     ctx = server_ssl_context(spec.tls) if spec.tls is not None else None
-    server = LocalLMNTServer(
-        engine=ToneEngine(**spec.engine), ssl_context=ctx, faults=Faults(**spec.faults)
-    )
+    engine: Any
+    if "name" in spec.engine:  # an engine by name ("neural", "espeak"), as ``--engine`` takes
+        from lmnt_local.server.engines import make_engine
+
+        engine = make_engine(spec.engine["name"])
+        if hasattr(engine, "load"):
+            engine.load()
+    else:
+        engine = ToneEngine(**spec.engine)
+    server = LocalLMNTServer(engine=engine, ssl_context=ctx, faults=Faults(**spec.faults))
     await server.start()
     proxies = {rtt: RttProxy("127.0.0.1", server.port, rtt) for rtt in spec.rtts}
     for proxy in proxies.values():

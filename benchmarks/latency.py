@@ -7,6 +7,10 @@ Run from the repository root::
 Clients, all in one process and one run, all over TLS (a throwaway ``trustme`` CA):
 
 * ``ours cold``: this package with ``warm_connection=False`` and no ``prewarm()``.
+* ``ours fresh``: a new instance of this package for every turn, its first ``synthesize()``
+  right after the track is assigned (what an agent's greeting does): the connection the
+  assignment starts opening is the one the turn uses (issue 22 item 8).  Side by side with
+  ``1.0.30``, which connects at every turn.
 * ``ours warm``: this package after ``prewarm()``, with its warm spare (default legacy
   protocol, one connection per utterance as the legacy protocol requires).
 * ``ours warm 1.1``: the same with ``protocol_version="1.1"``, whose session is kept open and
@@ -68,7 +72,8 @@ from typing import Any
 import _common as common
 
 COLD, WARM, REUSE, UPSTREAM, FLOOR = "ours cold", "ours warm", "ours warm 1.1", "1.0.30", "floor"
-CLIENTS = (COLD, WARM, REUSE, UPSTREAM, FLOOR)
+FRESH = "ours fresh"
+CLIENTS = (COLD, FRESH, WARM, REUSE, UPSTREAM, FLOOR)
 SENTENCE = "Hello, this is a short test of how soon the first audio arrives."
 WARMUP_TURNS = 2
 TURN_TIMEOUT = 15.0
@@ -203,6 +208,19 @@ class PluginClient:
         await self.tts.aclose()
 
 
+class FreshClient(PluginClient):
+    """A new instance of ours for every turn, assigned the track just before it speaks."""
+
+    make: Any = None  # () -> (tts, SpeechGeneration) wired to this client
+
+    async def turn(self, text_delay: float) -> Sample | None:
+        old = self.tts
+        self.tts, self.sg = self.make(self)
+        await old.aclose()  # outside the measured turn
+        self.sg.set_audio_track(self.track)  # sets tts.audio_track: the connection starts
+        return await super().turn(text_delay)
+
+
 @dataclass
 class FloorClient:
     """The test path without any plugin: a bare legacy-protocol WebSocket, already connected
@@ -279,19 +297,16 @@ def _make_clients(url: str, tls: common.TlsFiles, upstream: Any) -> list[Client]
     key = common.API_KEY
     made = {
         COLD: LMNTTTS(api_key=key, ws_url=url, ssl=ctx, warm_connection=False),
+        FRESH: LMNTTTS(api_key=key, ws_url=url, ssl=ctx),
         WARM: LMNTTTS(api_key=key, ws_url=url, ssl=ctx),
         REUSE: LMNTTTS(api_key=key, ws_url=url, ssl=ctx, protocol_version="1.1"),
         UPSTREAM: upstream.LMNTTTS(api_key=key, ws_url=url),
     }
     clients: list[Client] = []
-    for name, tts in made.items():
-        track = track_cls(loop)
-        track._start = 0.0  # a start in the past: recv() never sleeps
-        track._speaking_grace_period = 0.0
+
+    def wire(client: PluginClient, tts: Any) -> Any:
         sg = SpeechGeneration(tts=tts)
-        sg.set_audio_track(track)
         tts.loop = loop
-        client = PluginClient(name, tts, sg, track)
         sg.on("last_audio_byte", lambda _=None, c=client: c.done.set())
 
         def reported(_: Any = None, c: PluginClient = client) -> None:
@@ -302,6 +317,23 @@ def _make_clients(url: str, tls: common.TlsFiles, upstream: Any) -> list[Client]
 
         sg.on("first_audio_byte", reported)
         tts.on("error", lambda msg, c=client: c.errors.append(str(msg)))
+        return sg
+
+    for name, tts in made.items():
+        track = track_cls(loop)
+        track._start = 0.0  # a start in the past: recv() never sleeps
+        track._speaking_grace_period = 0.0
+        client = (FreshClient if name == FRESH else PluginClient)(name, tts, None, track)
+        client.sg = wire(client, tts)
+        if isinstance(client, FreshClient):
+
+            def make(c: PluginClient) -> tuple[Any, Any]:
+                fresh = LMNTTTS(api_key=key, ws_url=url, ssl=ctx)
+                return fresh, wire(c, fresh)
+
+            client.make = make
+        else:
+            client.sg.set_audio_track(track)
         client.drain = loop.create_task(_drain(track))
         clients.append(client)
     clients.append(FloorClient(url, ctx))
@@ -469,6 +501,13 @@ def _report(results: dict[float, dict[str, Client]], delay: float, turns: int) -
             old = (
                 [getattr(s, attr) - delay for s in got[UPSTREAM].samples] if UPSTREAM in got else []
             )
+            fresh = [getattr(s, attr) - delay for s in got[FRESH].samples] if FRESH in got else []
+            if old and fresh and attr == "ttfa":
+                ratio = _ratio(fresh, old)
+                lines.append(
+                    f"{FRESH} / 1.0.30 TTFA overhead at 40 ms RTT (medians): {ratio:.2f}x; "
+                    f"target ≤ 1x (a cold turn no slower): {'met' if ratio <= 1.0 else 'MISSED'}"
+                )
             for name in (WARM, REUSE):
                 new = [getattr(s, attr) - delay for s in got[name].samples] if name in got else []
                 if old and new:

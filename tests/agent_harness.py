@@ -336,13 +336,25 @@ async def agent_session(
     llm_delay: float = 0.002,
     start: bool = True,
     time_limit: float = 30.0,
+    engine: Any = None,
+    realtime: bool = False,
+    llm: ScriptedLLM | None = None,
+    server_config: Any = None,
 ) -> AsyncIterator[Harness]:
     """Start a server, an agent session around it, and tear everything down afterwards.
 
     ``faults``/``api_keys`` are in force from the start (e.g. for greeting failures); use
-    ``harness.server.arm()``/``heal()`` to change them between turns.
+    ``harness.server.arm()``/``heal()`` to change them between turns.  ``engine``: the server's
+    engine (default the 440 Hz tone); ``realtime``: the track plays at its real-time pace (as a
+    room does) instead of as fast as audio is ready.
     """
-    server = await start_local_server(engine=LMNT_TONE, faults=faults, api_keys=api_keys)
+    extra: dict[str, Any] = {} if server_config is None else {"config": server_config}
+    server = await start_local_server(
+        engine=engine if engine is not None else LMNT_TONE,
+        faults=faults,
+        api_keys=api_keys,
+        **extra,
+    )
     opts: dict[str, Any] = {
         "api_key": KEY,
         "ws_url": server.ws_url,
@@ -357,10 +369,10 @@ async def agent_session(
     if backup is not None:
         providers: Sequence[TTS] = [backup, lmnt] if backup_first else [lmnt, backup]
         tts = FallbackTTS(list(providers), temporary_disable_sec=0.3)
-    llm = ScriptedLLM(delay=llm_delay)
+    llm = llm if llm is not None else ScriptedLLM(delay=llm_delay)
     pipeline = Pipeline(llm=llm, tts=tts)
     loop = asyncio.get_running_loop()
-    track = make_track()
+    track = make_track(realtime=realtime)
     pipeline._set_loop_and_audio_track(loop, track)  # what JobContext.connect() does
     agent = HarnessAgent(greeting)
     session = AgentSession(agent=agent, pipeline=pipeline)

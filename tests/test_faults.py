@@ -666,7 +666,7 @@ async def test_refused_then_server_up_is_retried_and_spoken_once(
     try:
         pcm = await speak(tts, SHORT, timeout=4)
         _assert_tone(pcm, SHORT)
-        assert _spoken(servers[0]) == [SHORT]
+        assert _spoken(servers[0]) == [SHORT + " "]  # a sentence ends with its space
         await _assert_no_leak(tts, servers)
     finally:
         logging.getLogger(LOG).removeHandler(handler)
@@ -685,7 +685,7 @@ async def test_transient_handshake_failures_are_retried_then_spoken_once(status:
         pcm = await speak(tts, SHORT, timeout=4)
         assert faults.calls == 3  # two refusals, then the connection that spoke
         _assert_tone(pcm, SHORT)
-        assert _spoken(server) == [SHORT]
+        assert _spoken(server) == [SHORT + " "]  # a sentence ends with its space
         await _assert_no_leak(tts, [server])
     finally:
         await tts.aclose()
@@ -729,7 +729,7 @@ async def test_drops_before_audio_are_retried_and_pulled_text_resent() -> None:
         pcm = await speak(tts, text(), timeout=4)
         assert drops == 2
         spoken = _spoken(server)
-        assert spoken == ["First sentence. Second one."], spoken
+        assert spoken == ["First sentence. Second one. "], spoken
         assert [s.texts for s in server.sessions[:2]] == [["First sentence. "]] * 2
         _assert_tone(pcm, "First sentence. Second one.")
         await _assert_no_leak(tts, [server])
@@ -857,6 +857,7 @@ async def _stream(items: list[Any], gap: float) -> AsyncIterator[Any]:
 
 SENTENCES = ["First one.", "Second one.", "Third one.", FlushMarker()]
 ALL = "First one. Second one. Third one."
+ALL_SENT = ALL + " "  # as the server gets it: each sentence ends with its space
 
 
 async def _fallback_turn(
@@ -889,7 +890,7 @@ async def test_fallback_gets_the_whole_turn_when_lmnt_fails_before_reading(statu
         LocalLMNTServer(engine=TONE, faults=Faults(reject_handshake_status=status)) as dead,
     ):
         pcm = await _fallback_turn(_tts(dead.ws_url), server, _stream(SENTENCES, 0.05))
-        assert [s.text for s in server.sessions] == [ALL]
+        assert [s.text for s in server.sessions] == [ALL_SENT]
         _assert_tone(pcm, ALL)
 
 
@@ -906,7 +907,10 @@ async def test_fallback_invalid_key_with_prewarm_loses_nothing() -> None:
         bad_texts, good_texts = _texts_by_key(server)
         # Every rejected session (the prewarmed spare, and any spare opened after it died)
         # received no text; the next provider got all of it.
-        assert bad_texts and set(bad_texts) == {""} and good_texts == [ALL], (bad_texts, good_texts)
+        assert bad_texts and set(bad_texts) == {""} and good_texts == [ALL_SENT], (
+            bad_texts,
+            good_texts,
+        )
         _assert_tone(pcm, ALL)
 
 
@@ -924,7 +928,7 @@ async def test_fallback_invalid_key_cold_legacy_next_provider_gets_the_whole_tur
         pcm = await _fallback_turn(bad, server, _stream(SENTENCES, delay), timeout=4)
         bad_texts, good_texts = _texts_by_key(server)
         assert bad_texts and set(bad_texts) == {""}, bad_texts  # rejected before any text
-        assert good_texts == [ALL], good_texts
+        assert good_texts == [ALL_SENT], good_texts
         _assert_tone(pcm, ALL)
 
 

@@ -145,7 +145,7 @@ async def test_an_error_frame_on_the_idle_spare_is_replaced_transparently(
         await tts.aclose()
     assert len(pcm) > 0.3 * 24000 * 2  # the turn was spoken
     assert errors == []
-    assert [s.text for s in lmnt_server.sessions if s.texts] == ["Hello there."]
+    assert [s.text for s in lmnt_server.sessions if s.texts] == ["Hello there. "]
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.2"])
@@ -258,8 +258,8 @@ async def test_change_pipeline_with_the_same_tts_instance_keeps_speaking(
         assert stack.errors == []
     assert seconds > 0.5, seconds  # the tone engine: 50 ms per character
     assert [s.text for s in lmnt_server.sessions if s.texts] == [
-        "Before the change.",
-        "After the change.",
+        "Before the change. ",  # the space after a sentence says it is complete
+        "After the change. ",
     ]
 
 

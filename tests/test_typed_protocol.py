@@ -177,9 +177,10 @@ async def test_typed_commands_and_answers_on_the_wire(
     assert init["format"] == "pcm_s16le" and init["sample_rate"] == 24000
     assert "return_extras" not in init and "return_timestamps" not in init  # not asked for
     assert frames[1:] == [
-        {"type": "text", "text": "Hello there."},
+        # the chunker's stripped space put back after each sentence: complete at once
+        {"type": "text", "text": "Hello there. "},
         {"type": "flush", "nonce": 1},
-        {"type": "text", "text": " How are you?"},  # the chunker's stripped space put back
+        {"type": "text", "text": "How are you? "},
         {"type": "flush", "nonce": 2},
         {"type": "finish"},
     ]
@@ -215,8 +216,8 @@ async def test_reused_typed_session_ends_each_turn_with_a_flush(
     kinds = [m["type"] for m in sent(log)]
     assert kinds == ["init", "text", "flush", "text", "flush"]
     assert [m["text"] for m in sent(log) if m["type"] == "text"] == [
-        "First turn.",
-        "Second turn here.",
+        "First turn. ",  # the space after a sentence says it is complete
+        "Second turn here. ",
     ]
     assert len(lmnt_server.sessions) == 1  # the prewarmed connection served both turns
 

@@ -16,9 +16,12 @@ TRACK_RATE = 24000
 FRAME_BYTES = 960
 
 
-def make_track(cls: type[CustomAudioStreamTrack] = CustomAudioStreamTrack) -> Any:
+def make_track(
+    cls: type[CustomAudioStreamTrack] = CustomAudioStreamTrack, *, realtime: bool = False
+) -> Any:
     track = cls(asyncio.get_running_loop())
-    track._start = 0.0  # a start in the past: recv() never sleeps
+    if not realtime:
+        track._start = 0.0  # a start in the past: recv() never sleeps
     track._speaking_grace_period = 0.0
     return track
 

@@ -85,6 +85,8 @@ class AudioPipeline:
         self._seconds_decoded = 0.0
         self._finished = False
         self._failure: AudioDecodeError | None = None
+        self._mp3: tuple[int, int] | None = None  # (bit rate, sample rate) of the stream
+        self._mp3_bytes = 0  # MPEG bytes received from the first frame header on
 
     @property
     def fmt(self) -> str:
@@ -111,6 +113,39 @@ class AudioPipeline:
         """
         return self._seconds_decoded
 
+    @property
+    def seconds_received(self) -> float | None:
+        """Stream seconds of the encoded bytes received so far, where the format tells it
+        without decoding (constant-rate MP3, what LMNT and the local server send), else None.
+
+        The decoder holds audio back (a frame, its own delay), so the seconds decoded lag the
+        stream the server's word timings describe; this does not.
+        """
+        if self._mp3 is None:
+            return None
+        return self._mp3_bytes * 8 / self._mp3[0]
+
+    @property
+    def codec_delay(self) -> float:
+        """Seconds of codec delay before stream time 0 is heard: MP3 decoders output LAME's
+        576-sample encoder delay plus their own 529 as leading audio; PCM, µ-law and Opus
+        (its pre-skip is trimmed by the decoder) have none."""
+        if self._fmt != "mp3":
+            return 0.0
+        rate = self._mp3[1] if self._mp3 is not None else self._in_rate
+        return _MP3_DELAY_SAMPLES / rate
+
+    def _count(self, data: bytes) -> None:
+        if self._fmt != "mp3":
+            return
+        if self._mp3 is None:
+            found = _mp3_header(data)
+            if found is None:
+                return
+            at, self._mp3 = found
+            data = data[at:]
+        self._mp3_bytes += len(data)
+
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """Decode what can be decoded now; always an even number of bytes, possibly ``b""``."""
         decoder = self._live_decoder()
@@ -118,6 +153,7 @@ class AudioPipeline:
             raise RuntimeError("AudioPipeline is finished (flushed or closed)")
         if not isinstance(data, bytes):
             data = bytes(data)
+        self._count(data)
         chunks = self._guard(decoder.decode, data)
         return self._emit(chunks, last=False)
 
@@ -245,3 +281,29 @@ class AudioPipeline:
         y = np.rint(y, out=y)
         np.clip(y, -32768.0, 32767.0, out=y)
         return bytes(y.astype(_I16).tobytes())
+
+
+# LAME's encoder delay (576) plus the MP3 decoder's (529), in samples at the stream's rate.
+_MP3_DELAY_SAMPLES = 1105
+_MP3_KBPS = {
+    3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2
+    0: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2.5
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_header(data: bytes) -> tuple[int, tuple[int, int]] | None:
+    """Where the first MPEG-audio Layer III frame header is in ``data``, with the stream's
+    bit rate (bit/s) and sample rate; None if there is none."""
+    at = data.find(b"\xff")
+    while 0 <= at <= len(data) - 4:
+        b2, b3 = data[at + 1], data[at + 2]
+        version, layer = (b2 >> 3) & 3, (b2 >> 1) & 3
+        kbps_index, rate_index = b3 >> 4, (b3 >> 2) & 3
+        if b2 & 0xE0 == 0xE0 and version != 1 and layer == 1 and 0 < kbps_index < 15:
+            if rate_index < 3:
+                kbps = _MP3_KBPS[version][kbps_index]
+                return at, (kbps * 1000, _MP3_RATES[version][rate_index])
+        at = data.find(b"\xff", at + 1)
+    return None

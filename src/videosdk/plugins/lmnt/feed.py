@@ -19,8 +19,30 @@ logger = logging.getLogger("videosdk.plugins.lmnt")
 FLUSH = object()  # a flush request in the feed
 
 # Punctuation after which the framework's sentence chunker cuts; chunks arrive stripped, so a
-# space must be put back there.  CJK full stops are followed by no space in writing.
-_JOIN_AFTER = frozenset(".!?,;:\u2026\"')]\u00bb\u201d")
+# space must be put back there.  The end marks of scripts written without a space after them
+# (Devanagari, Arabic, Urdu, CJK) are included: the server treats the space as a separator.
+_JOIN_AFTER = frozenset(
+    ".!?,;:\u2026\"')]\u00bb\u201d\u2019\u0964\u0965\u061f\u06d4\u3002\uff01\uff1f"
+)
+
+
+def _unspaced_letter(ch: str) -> bool:
+    """A letter of a script written without spaces between words (Han, kana, Thai, Lao,
+    Myanmar, Khmer): the chunker's idle cut between two of them is not a word boundary."""
+    code = ord(ch)
+    return (
+        0x3040 <= code <= 0x30FF
+        or 0x3400 <= code <= 0x9FFF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x0E00 <= code <= 0x0EFF
+        or 0x1000 <= code <= 0x109F
+        or 0x1780 <= code <= 0x17FF
+    )
+
+
+def has_word(text: str) -> bool:
+    """Whether ``text`` holds something to say: a letter or digit of any script."""
+    return any(ch.isalnum() for ch in text)
 
 
 def join_chunk(previous: str, chunk: str) -> str:
@@ -32,9 +54,30 @@ def join_chunk(previous: str, chunk: str) -> str:
     """
     if not previous or not chunk or previous[-1].isspace() or chunk[0].isspace():
         return chunk
+    if previous[-1] == "." and (
+        chunk[0].islower() or (previous[-2:-1].isdigit() and chunk[0].isdigit())
+    ):
+        return chunk  # a token split after its period: "$5." + "50", "example." + "com"
     if previous[-1] in _JOIN_AFTER:
         return " " + chunk
     return chunk
+
+
+def end_sentence(chunk: str) -> str:
+    """A chunk from the framework's sentence chunker, with the space it stripped put back
+    *after* it.
+
+    The chunker only cuts where the text had whitespace (or after an end mark), so the space
+    belongs there; sending it with the sentence tells the server the sentence is complete now,
+    rather than when the next one arrives (which can be a whole LLM tool call later).  A cut
+    between two letters of a script without spaces (the chunker's idle cut in Chinese or
+    Thai) stays glued.
+    """
+    if not chunk or chunk[-1].isspace():
+        return chunk
+    if _unspaced_letter(chunk[-1]) and chunk[-1] not in _JOIN_AFTER:
+        return chunk
+    return chunk + " "
 
 
 # How a turn lets go of the caller's text stream (see ``TextFeed.aclose``).
@@ -69,11 +112,13 @@ async def settle(task: asyncio.Task[Any]) -> None:
 class TextFeed:
     """Reads the caller's text once, keeping every item so a retry can replay it."""
 
-    def __init__(self, source: str | AsyncIterator[Any]) -> None:
+    def __init__(self, source: str | AsyncIterator[Any], *, sentences: bool = False) -> None:
         self._source = source
+        self._sentences = sentences  # items are the framework chunker's whole sentences
         self.items: list[object] = []  # str or FLUSH
         self.done = False
-        self.has_words = False
+        self.has_words = False  # a letter or digit has arrived
+        self._held = ""  # blanks and punctuation before the first word
         self._changed = asyncio.Event()
         self._tail = ""
         self._task: asyncio.Task[None] | None = None
@@ -91,15 +136,22 @@ class TextFeed:
         return self._task is not None
 
     def _add_text(self, text: str) -> None:
-        if self._discard:
+        if self._discard or not text:
             return
-        if not text or (not self.has_words and not text.strip()):
-            return  # leading blanks: a turn of only blanks must leave its connection unused
         text = join_chunk(self._tail, text)
+        if self._sentences:
+            text = end_sentence(text)
         self._tail = text
-        self.items.append(text)
-        if text.strip():
+        if not self.has_words:
+            # Until a letter or digit arrives nothing is sent: a turn of only blanks or
+            # punctuation ("...", "?!") is an empty turn on every engine and leaves its
+            # connection unused; what came before the first word is sent with it.
+            if not has_word(text):
+                self._held += text
+                return
+            text, self._held = (self._held + text).lstrip(), ""
             self.has_words = True
+        self.items.append(text)
         self._changed.set()
 
     async def _pull(self) -> None:

@@ -31,7 +31,7 @@ from lmnt_local.protocol import (
 from .callers import _caller_of, _end_first_audio_wait
 from .connection import ConnectionPool, ConnectionSettings
 from .errors import LMNTError, redact, redact_url
-from .feed import FeedRelease, TextFeed
+from .feed import FeedRelease, TextFeed, has_word
 from .options import (
     _OVERRIDABLE,
     DEFAULT_FORMAT,
@@ -312,6 +312,10 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         async def push(pcm: bytes) -> None:
             await track.add_new_bytes(pcm)
 
+        def queued_seconds() -> float | None:
+            samples = _queued_samples(track)
+            return None if samples is None else samples / rate
+
         announcer: WordAnnouncer | None = None
         if self.supports_word_timestamps:
             # Finished ones go; one still announcing a turn that is playing stays, but only
@@ -342,6 +346,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             out_rate=rate,
             frame_bytes=chunk,
             pending_bytes=pending,
+            queued_seconds=queued_seconds,
             on_words=announcer.add if announcer is not None else None,
         )
 
@@ -402,6 +407,13 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         ``stream_synthesize``/``TTSAudioCache``) does not cut a running one; a second call into
         the same track supersedes the first (their audio would interleave).
         """
+        if not isinstance(text, str) and not hasattr(text, "__aiter__"):
+            # A list, a sync generator, bytes or None would otherwise be read as nothing at
+            # all and the call would return in silence.
+            raise TypeError(
+                "LMNTTTS.synthesize() takes a str or an async iterator of str (the "
+                f"framework's text stream), not {type(text).__name__}"
+            )
         caller, speech = _caller_of(self, sys._getframe(1))
         current = asyncio.current_task()
         cancels = current.cancelling() if current is not None else 0
@@ -410,8 +422,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         except ValueError as exc:
             self.emit("error", f"LMNT: {exc}")  # every failure is reported, not only raised
             raise
-        if isinstance(text, str) and not text.strip():
-            return
+        if isinstance(text, str) and not has_word(text):
+            return  # "", "...", "?!": nothing to say, on every engine
         track = self.audio_track
         if track is None:
             message = "LMNT: no audio track is set; the framework sets one before synthesis"
@@ -420,7 +432,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         self._reopen()
         turn = Turn(
             options=options,
-            feed=TextFeed(text),
+            # Inside the agent each item is a sentence (or a cut at a word boundary) from the
+            # framework's chunker: the feed ends each with the space it stripped.
+            feed=TextFeed(text, sentences=speech is not None and not isinstance(text, str)),
             sink=self._sink(track),
             pool=self._pool,
             retry=self.retry,
@@ -439,6 +453,8 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         drain: FeedRelease = "drain" if speech is not None else "detach"
         turn.release_on_error = drain if caller == "agent" else "release"
         turn.release_after_audio = drain
+        # Only a FallbackTTS with another provider can use text this turn did not read.
+        turn.await_acceptance = caller == "fallback"
         self._turns[turn] = track
         restore_format = self._claim_input_format(track)
         try:

@@ -90,6 +90,8 @@ class TurnSink:
     out_rate: int
     frame_bytes: int
     pending_bytes: Callable[[], int | None] = lambda: None
+    #: Seconds of audio queued on the track, not yet played (None: the track cannot tell).
+    queued_seconds: Callable[[], float | None] = lambda: None
     on_words: Callable[[list[TimedWord]], None] | None = None
 
 
@@ -105,6 +107,9 @@ class Turn:
     receive_timeout: float
     warm: bool
     reuse_session: bool = False
+    # Wait for the server to accept a fresh connection before reading the caller's text: only
+    # worth its round trip when someone else (FallbackTTS) can speak the text on a refusal.
+    await_acceptance: bool = True
     interrupted: bool = False
     audio_started: bool = False
     pushed_bytes: int = 0
@@ -238,6 +243,8 @@ class Turn:
             self._timeline.segment_boundary()  # a new session's timings restart from 0
         else:
             self._timeline = WordTimeline(self.options.version) if self.sink.on_words else None
+        if self._timeline is not None:
+            self._timeline.delay = pipeline.codec_delay
         sender = asyncio.get_running_loop().create_task(self._send(conn), name="lmnt-send")
         reusable = False
         try:
@@ -271,6 +278,8 @@ class Turn:
     async def _await_acceptance(self, conn: LMNTConnection) -> None:
         """Until the server has accepted the session (typed: ``ready``), refused it, or had a
         round trip's time to refuse it; a warm spare is usually past all that."""
+        if not self.await_acceptance:
+            return  # a cold turn costs its handshakes, no more (as 1.0.30's did)
         if self.feed.started or conn.error is not None or conn.closed is not None:
             return
         if conn.ready.is_set():
@@ -365,14 +374,38 @@ class Turn:
             self._owed_since = time.monotonic()
             conn.events.put_nowait(_WAKE)  # type: ignore[arg-type]
         if self._flow_anchor is None:
-            self._flow_anchor, self._flow_audio = time.monotonic(), 0.0
+            # Audio the listener still holds counts as flow already made: a server that
+            # renders the next sentence just in time is not dripping.
+            now = time.monotonic()
+            self._flow_anchor, self._flow_audio = now, max(0.0, self._dry_at() - now)
+
+    # When the listener would run out of audio, had it been playing since the first push at
+    # real time: what the deadline uses when the track cannot say what it still holds.
+    _model_dry_at: float = 0.0
+
+    _track_dry_at: float = 0.0  # when the track last said it would run dry
+
+    def _dry_at(self) -> float:
+        """When the listener runs (or ran) out of the audio it was given (monotonic time)."""
+        queued = self.sink.queued_seconds()
+        if queued is None:
+            return self._model_dry_at
+        if queued > 0:
+            self._track_dry_at = time.monotonic() + queued
+        # A track nobody plays (or a paused one) would hold its audio forever: never later
+        # than real-time playback from each push, so the time to an error stays bounded.
+        return min(self._track_dry_at, self._model_dry_at)
 
     def _deadline(self) -> float | None:
+        """Silence is only a failure once the listener has run dry: a server that renders the
+        next sentence just in time (the neural engine under load does, on purpose) is on time
+        as long as audio is still playing.  From then on ``receive_timeout`` bounds the wait."""
         if self._owed_since is None:
             return None
-        silence = self._owed_since + self.receive_timeout
+        silence = max(self._owed_since, self._dry_at()) + self.receive_timeout
         if self._flow_anchor is None:
             return silence
+        # A server dripping a few bytes at a time renews "something arrived" forever.
         flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
         return min(silence, flow)
 
@@ -412,6 +445,9 @@ class Turn:
                     ):
                         ev = await conn.events.get()
             except TimeoutError:
+                later = self._deadline()
+                if later is not None and later > time.monotonic() + 0.001:
+                    continue  # the track played slower than thought: the deadline moved on
                 if self._owed_since is not None and time.monotonic() < (
                     self._owed_since + self.receive_timeout - 0.001
                 ):
@@ -442,6 +478,7 @@ class Turn:
                 elif self._owed_since is not None:
                     self._owed_since = self._flow_anchor = None  # the flush was answered
                 decoded = pipeline.seconds_decoded
+                received = pipeline.seconds_received
                 try:
                     pcm = await pipeline.afeed(ev.data)
                 except AudioDecodeError as exc:
@@ -450,8 +487,17 @@ class Turn:
                 if self._flow_anchor is not None:
                     self._flow_audio += seconds
                 if self._timeline is not None:
-                    # Stream time, not output length: the resampler holds output back.
-                    self._timeline.audio(pipeline.seconds_decoded - decoded)
+                    # Stream time, not output length: the resampler holds output back; and
+                    # where the format tells, the bytes received, not decoded: so does the
+                    # decoder.
+                    self._timeline.delay = pipeline.codec_delay  # the stream's own rate now
+                    now_received = pipeline.seconds_received
+                    if now_received is not None:
+                        if received is None:  # the stream's first frame header: from 0
+                            received = 0.0
+                        self._timeline.audio_span(received, now_received)
+                    else:
+                        self._timeline.audio(pipeline.seconds_decoded - decoded)
                 await self._push(pcm)
             elif isinstance(ev, Closed):
                 if self._eof_sent and ev.code == 1000 and self._resume_at is not None:
@@ -514,8 +560,12 @@ class Turn:
             await self.sink.on_first_audio()
             if self.interrupted:
                 return
+        if first:  # what the track still held from before this turn plays first
+            self._model_dry_at = time.monotonic() + (self.sink.queued_seconds() or 0.0)
         await self.sink.push(pcm)
         self.pushed_bytes += len(pcm)
+        now = time.monotonic()
+        self._model_dry_at = max(self._model_dry_at, now) + len(pcm) / 2 / self.sink.out_rate
         if first:
             self._warm_next()
 

@@ -36,13 +36,21 @@ class WordTimeline:
         self._segment_start = 0.0  # 1.2: where the current flush segment's audio began
         self._pending_segment_reset = False
         self._last_emitted_end = -1.0
+        #: Seconds the listener hears before stream time 0 (the codec's delay): every word
+        #: is heard that much later than the server's timing says.
+        self.delay = 0.0
 
     def audio(self, seconds: float) -> None:
+        self.audio_span(self.audio_seconds, self.audio_seconds + seconds)
+
+    def audio_span(self, start: float, end: float) -> None:
+        """A chunk of audio covering stream seconds ``start`` to ``end`` (from the bytes
+        received, where the format tells: decoding lags behind them)."""
         if self._pending_segment_reset:
-            self._segment_start = self.audio_seconds
+            self._segment_start = start
             self._pending_segment_reset = False
-        self._last_chunk_start = self.audio_seconds
-        self.audio_seconds += seconds
+        self._last_chunk_start = start
+        self.audio_seconds = end
 
     def segment_boundary(self) -> None:
         """A flush or reset completed: 1.2 timings of the next audio restart from 0."""
@@ -54,7 +62,7 @@ class WordTimeline:
             text = span.text.strip()
             if not text or not any(ch.isalnum() for ch in text):
                 continue  # silences, spaces and bare punctuation are not words
-            out.append(TimedWord(text, offset + span.start, span.duration))
+            out.append(TimedWord(text, self.delay + offset + span.start, span.duration))
         return out
 
     def extras(self, spans: list[WordSpan]) -> list[TimedWord]:

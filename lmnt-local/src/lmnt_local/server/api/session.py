@@ -155,7 +155,10 @@ class Session:
         self._eof = False
         self._rate = MessageRate(config.max_messages_per_second, lag)
         self._origin = 0.0  # 1.2: stream time timestamps count from (last flush/reset)
-        self._first_audio_at: float | None = None  # monotonic time of the first audio frame
+        # When the client would run out of the audio sent so far, playing it in real time from
+        # its arrival (it waits when it has none): the engine's scheduling lead is what is
+        # still unplayed, so the idle time between turns of a reused session is not playback.
+        self._plays_until = 0.0
         self._send_wait = 0.0  # seconds the current unit waited for the outbox (not engine time)
         self._worked_at = 0.0  # monotonic time the worker last finished an item (idleness)
 
@@ -500,9 +503,8 @@ class Session:
         offset = stream.fed
         held: Frame | None = None
         first = True
-        lead = 0.0  # how long the client can play what it has: the engine's scheduling hint
-        if self._first_audio_at is not None:
-            lead = max(0.0, stream.fed - (time.monotonic() - self._first_audio_at))
+        # How long the client can play what it has: the engine's scheduling hint.
+        lead = max(0.0, self._plays_until - time.monotonic())
         lead_token = PLAYBACK_LEAD.set(lead)
         started = time.perf_counter()
         self._send_wait = 0.0
@@ -549,8 +551,7 @@ class Session:
         elif not init.typed and init.return_extras:
             empty = last and self._buffer.blank and self._pending_units == 0
             before = encode_extras(_relative(frame.words, frame.start), empty)
-        if self._first_audio_at is None:
-            self._first_audio_at = time.monotonic()
+        self._plays_until = max(self._plays_until, time.monotonic()) + frame.seconds
         self._hooks.audio()
         waited = time.perf_counter()
         await self.wire.audio(

@@ -233,9 +233,21 @@ class _Loaded:
         self.rate = self.config.sample_rate
 
     def render(
-        self, text: str, speed: float, seed: int | None, rate: int, speaker: int | None = None
+        self,
+        text: str,
+        speed: float,
+        seed: int | None,
+        rate: int,
+        speaker: int | None = None,
+        gain: float | None = None,
     ) -> Rendered:
-        """One piece: phonemes in context, one model run per phonemizer sentence, word times."""
+        """One piece: phonemes in context, one model run per phonemizer sentence, word times.
+
+        Loudness is set per utterance, not per piece: the first piece of a call is scaled to
+        full scale at its peak, and ``gain`` (the first piece's) carries on to the rest, so a
+        sentence cut after its first phrase has no level jump made by normalisation (per-piece
+        peak normalisation made one of 2-3 dB).  A later piece louder than the first is only
+        limited at its peaks (not scaled down as a whole), so its loudness stays."""
         voice, cfg = self.voice, self.config
         spans = word_spans(text)
         sentences = [s for s in voice.phonemize(text) if s]
@@ -258,12 +270,14 @@ class _Loaded:
             for count in segments:
                 bounds.append((total + int(edges[position]), total + int(edges[position + count])))
                 position += count
-            peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-            audio.append(wave / peak if peak > 1e-8 else wave * 0)
+            audio.append(wave)
             total += wave.size
         # bounds holds BOS and EOS segments per sentence; keep the phonemes' own.
         phoneme_bounds = _strip_markers(bounds, [len(s) for s in sentences])
         native = np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
+        peak = float(np.max(np.abs(native))) if native.size else 0.0
+        used = (1.0 / peak if peak > 1e-8 else 0.0) if gain is None else gain
+        native = _soft_limit(native * used)
         pcm16 = np.clip(native * 32767.0, -32767, 32767).astype(np.int16)
         if rate != self.rate and pcm16.size:
             pcm16 = np.asarray(soxr.resample(pcm16, self.rate, rate, quality="HQ"), dtype=np.int16)
@@ -271,7 +285,7 @@ class _Loaded:
         in_seconds = [(a / self.rate, b / self.rate) for a, b in phoneme_bounds]
         times = word_times(spans, spoken, owners, in_seconds, seconds)
         words = [WordTiming(text[a:b], s, d) for (a, b), (s, d) in zip(spans, times, strict=True)]
-        return Rendered(pcm16, words)
+        return Rendered(pcm16, words, used if gain is None and used > 0 else gain)
 
     def _ids(self, phonemes: list[str]) -> tuple[list[int], list[int]]:
         """Phoneme ids as piper builds them, and how many ids each of BOS, phonemes, EOS got."""
@@ -317,6 +331,20 @@ class _Loaded:
         result = self.voice.session.run(None, args)
         wave = np.asarray(result[0], dtype=np.float32).reshape(-1)
         return wave, np.zeros(0, dtype=np.int64)
+
+
+_KNEE = 0.9
+
+
+def _soft_limit(wave: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Peaks above the knee bend smoothly towards full scale instead of clipping."""
+    over = np.abs(wave) > _KNEE
+    if not over.any():
+        return wave
+    out = wave.copy()
+    excess = (np.abs(wave[over]) - _KNEE) / (1.0 - _KNEE)
+    out[over] = np.sign(wave[over]) * (_KNEE + (1.0 - _KNEE) * np.tanh(excess))
+    return out
 
 
 def _duration_tensors(graph: Any) -> tuple[str, str]:
@@ -525,8 +553,14 @@ class PiperEngine:
         target = self.resolve(voice, language)
         speaker = self._files[target].speaker_id if self._files[target].speaker else None
 
+        gain: list[float | None] = [None]  # one loudness for the whole call (see ``render``)
+
         def render(_: int, piece: str) -> Rendered:
-            return self._voice(target).render(piece, speed, seed, sample_rate, speaker)
+            # Pieces render one after another (the next is submitted once this one is back).
+            rendered = self._voice(target).render(piece, speed, seed, sample_rate, speaker, gain[0])
+            if gain[0] is None:
+                gain[0] = rendered.gain
+            return rendered
 
         async for chunk in speak_pieces(
             text_pieces(text), render, shared_pool(self._workers), sample_rate

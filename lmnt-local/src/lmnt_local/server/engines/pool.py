@@ -33,7 +33,7 @@ from lmnt_local.server.engines.base import (
     EngineChunk,
     WordTiming,
 )
-from lmnt_local.server.text.segment import CONTROL_CHARS, first_clause_split, split_sentences
+from lmnt_local.server.text.segment import CONTROL_CHARS, speech_pieces
 
 __all__ = [
     "InferencePool",
@@ -147,16 +147,15 @@ class Rendered:
 
     pcm: npt.NDArray[np.int16]  # at the requested rate
     words: list[WordTiming]  # seconds from the piece's first sample
+    gain: float | None = None  # the scale the pieces of one call share, where the engine sets it
 
 
 def text_pieces(text: str) -> list[str]:
-    """What a neural engine renders at a time: sentences, a long one cut after its first
-    clause (it renders a whole piece before any of its audio exists)."""
-    return [
-        piece
-        for sentence in split_sentences(CONTROL_CHARS.sub(" ", text))
-        for piece in first_clause_split(sentence)
-    ]
+    """What a neural engine renders at a time (it renders a whole piece before any of its
+    audio exists): sentences, the first one cut after its first phrase only when the
+    listener has nothing left to play (:func:`~lmnt_local.server.text.segment.speech_pieces`,
+    the lead the server sets for this call)."""
+    return speech_pieces(CONTROL_CHARS.sub(" ", text), PLAYBACK_LEAD.get())
 
 
 async def speak_pieces(

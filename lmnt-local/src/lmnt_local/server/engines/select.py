@@ -76,7 +76,7 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
     if name == "hibari":
         # The engine module imports hibari-tts lazily (its G2P tables load on first use), so
         # ask whether it is installed rather than waiting for the first synthesis to fail.
-        missing = [m for m in ("hibari", "onnx") if importlib.util.find_spec(m) is None]
+        missing = [m for m in ("hibari", "onnx") if not _importable(m)]
         if missing:
             raise EngineUnavailable(
                 f"the hibari engine needs {' and '.join(missing)}: {_HINTS['hibari']}"
@@ -100,6 +100,13 @@ def make_engine(name: str, *, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:
             raise EngineUnavailable(f"no Piper voice is installed: {_HINTS['neural']}")
         return engine
     raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {name!r}")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a half-imported module
+        return False
 
 
 def best_engine(*, voice_dirs: Sequence[Path] = ()) -> SpeechEngine:

@@ -17,6 +17,7 @@ __all__ = [
     "PAUSES",
     "first_clause_split",
     "phoneme_owners",
+    "speech_pieces",
     "split_sentences",
     "word_spans",
     "word_times",
@@ -72,38 +73,62 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 # A clause ends at , ; : or a dash followed by a space; "3,000" and "a:b" do not split.
 _CLAUSE_END = re.compile(r"(?:[,;:]|\s[\u2013\u2014-])\s+|[\u2013\u2014]\s*")
 _JOINERS = frozenset("and but or so because which that while although when where who".split())
+# Words a phrase cannot end on: a listener hears a pause after them as a break mid-phrase.
+_FUNCTION_WORDS = frozenset(
+    (
+        "a an the this that these those my your his her its our their some any no every each "
+        "of in on at to for from with by about into onto over under after before between "
+        "through during without within among against toward towards upon than as like per "
+        "is are was were be been am has have had do does did will would can could shall "
+        "should may might must not very more most i you he she it we they me him us them"
+    ).split()
+)
+
+
+def _bare(word: str) -> str:
+    return word.lower().strip("\"'()[]\u201c\u201d\u2018\u2019")
 
 
 def first_clause_split(sentence: str, *, min_words: int = 3, max_words: int = 8) -> list[str]:
-    """``sentence`` as [first part, rest] when it is long, else ``[sentence]``.
+    """``sentence`` as [first part, rest] when it is long and has a phrase boundary early
+    enough, else ``[sentence]``.
 
     Eight words are about 2 s of speech, which Piper renders in ~110 ms of one core: the first
-    audio of any sentence stays near the 150 ms goal while the rest renders as it plays.
-
-    The first part ends at the first clause boundary after ``min_words`` words and within
-    ``max_words``; failing one, before a joining word ("and", "which"...), failing that after
-    ``max_words`` words.  Pieces are exact slices: their concatenation is ``sentence``.
+    audio stays near the 150 ms goal while the rest renders as it plays.  A cut costs prosody
+    (the engine ends the first part as if the sentence ended there), so it is only made where
+    a listener expects a break anyway: after a clause boundary (``,`` ``;`` ``:`` a dash) from
+    ``min_words`` to ``max_words`` words in, else before a conjunction ("and", "because",
+    "which"...) that follows a content word.  Never after an article or a preposition, and
+    never after an arbitrary word count: without such a boundary the sentence stays whole.
+    Pieces are exact slices: their concatenation is ``sentence``.
     """
     spans = word_spans(sentence)
     if len(spans) <= max_words + min_words:
         return [sentence]
-    cut = None
     for match in _CLAUSE_END.finditer(sentence):
         words_before = sum(1 for s, _ in spans if s < match.start())
         if words_before > max_words:
             break
         if words_before >= min_words:
-            cut = match.end()
-            break
-    if cut is None:
-        for i in range(max_words, min_words - 1, -1):
-            start, _ = spans[i]
-            if sentence[start : spans[i][1]].lower().strip(",.;:") in _JOINERS:
-                cut = start
-                break
-    if cut is None:
-        cut = spans[max_words][0]
-    return [sentence[:cut], sentence[cut:]]
+            return [sentence[: match.end()], sentence[match.end() :]]
+    for i in range(min_words, max_words + 1):
+        start, end = spans[i]
+        before = sentence[spans[i - 1][0] : spans[i - 1][1]]
+        if _bare(sentence[start:end]).strip(",.;:") in _JOINERS:
+            if _bare(before).strip(",.;:") not in _FUNCTION_WORDS:
+                return [sentence[:start], sentence[start:]]
+    return [sentence]
+
+
+def speech_pieces(text: str, lead: float) -> list[str]:
+    """What a neural engine renders, piece by piece, for one call: its sentences, the first
+    cut after its first phrase only when the listener has nothing left to play (``lead`` is
+    0: the first piece of a turn).  With audio still queued, the whole sentence renders in
+    time and is spoken with its own prosody."""
+    sentences = split_sentences(text)
+    if sentences and lead <= 0.0:
+        return [*first_clause_split(sentences[0]), *sentences[1:]]
+    return sentences
 
 
 def phoneme_owners(spoken: Sequence[str], words: Sequence[Sequence[str]]) -> list[int]:

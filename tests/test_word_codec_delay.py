@@ -1,0 +1,106 @@
+"""``word_spoken`` for compressed formats: words are placed where the listener hears them
+(issue 22 item 6).
+
+MP3 and WebM audio reaches the track later than the stream time the server's word timings
+count from: the encoder's priming and the decoder's own delay come first.  The tone engine
+makes every word a burst of tone after 50 ms of silence, so each word's true position in the
+audio that was played is measurable; the plugin's placement of each word (seconds of the
+turn's audio) must be within 20 ms of it, for every format and protocol.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lmnt_local.server import LocalLMNTServer
+from videosdk.plugins.lmnt import LMNTTTS
+
+from track_helpers import TRACK_RATE, aiter_of, make_track, speak
+
+TEXT = "Hi there big world. Yes, and then some more words here."
+TOLERANCE = 0.020
+# Legacy extras and 1.1 timestamps time words from the start of each wire frame, and the
+# local server credits an encoded frame's bytes to the audio fed when they came out of the
+# encoder, which holds audio back: later frames' starts are 30-60 ms late, so their words
+# land early.  1.2 times words from the last flush and is exact.  Not fixed yet.
+_PER_FRAME = pytest.mark.xfail(
+    strict=True, reason="per-frame timings of encoded frames are credited late by the server"
+)
+
+
+def _onsets(pcm: bytes) -> list[float]:
+    """Seconds at which each burst of tone starts (after at least 30 ms of quiet)."""
+    x = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.float64))
+    win = TRACK_RATE // 500  # 2 ms
+    env = np.convolve(x, np.ones(win) / win, "same")
+    loud = env > 0.25 * env.max()
+    out: list[float] = []
+    quiet_for = 10**9
+    for i, on in enumerate(loud):
+        if on:
+            if quiet_for >= 0.030 * TRACK_RATE:
+                out.append(i / TRACK_RATE)
+            quiet_for = 0
+        else:
+            quiet_for += 1
+    return out
+
+
+@pytest.mark.parametrize(
+    ("version", "fmt", "rate"),
+    [
+        pytest.param("1.0", "mp3", 24000, marks=_PER_FRAME),
+        pytest.param("1.1", "mp3", 16000, marks=_PER_FRAME),
+        ("1.2", "mp3", 8000),
+        ("1.2", "mp3", 24000),
+        pytest.param("1.0", "webm", 24000, marks=_PER_FRAME),
+        pytest.param("1.1", "webm", 24000, marks=_PER_FRAME),
+        ("1.2", "webm", 16000),
+        ("1.2", "webm", 24000),
+        ("1.0", "pcm_s16le", 24000),
+        ("1.2", "ulaw", 8000),
+    ],
+)
+async def test_words_are_placed_where_they_are_heard(
+    lmnt_server: LocalLMNTServer,
+    monkeypatch: pytest.MonkeyPatch,
+    version: str,
+    fmt: str,
+    rate: int,
+) -> None:
+    from videosdk.plugins.lmnt import words as words_module
+
+    placed: list[Any] = []
+    add = words_module.WordAnnouncer.add
+
+    def recording_add(self: Any, timed: list[Any]) -> None:
+        placed.extend(timed)
+        add(self, timed)
+
+    monkeypatch.setattr(words_module.WordAnnouncer, "add", recording_add)
+    tts = LMNTTTS(
+        api_key="test-key",
+        ws_url=lmnt_server.ws_url,
+        protocol_version=version,
+        word_timestamps=True,
+        format=fmt,
+        sample_rate=rate,
+    )
+    try:
+        pcm = await speak(tts, aiter_of([TEXT]), track=make_track())
+    finally:
+        await tts.aclose()
+    words = re.findall(r"\S+", TEXT)
+    assert [w.text for w in placed] == words
+    heard = _onsets(pcm)
+    assert len(heard) == len(words), heard
+    off = [
+        (w.text, round(1000 * (w.start - at)))
+        for w, at in zip(placed, heard, strict=True)
+        if abs(w.start - at) > TOLERANCE
+    ]
+    assert off == [], f"placed (ms) away from where the word is heard: {off}"

@@ -387,7 +387,7 @@ async def test_ca_file_trusts_a_private_ca(private_ca: tuple[trustme.CA, Path]) 
         finally:
             await tts.aclose()
         assert abs(estimate_pitch(pcm, TRACK_RATE) - 440) < 4.4
-        assert srv.sessions[0].texts == ["Hello there."]
+        assert srv.sessions[0].texts == ["Hello there. "]  # the space: the sentence is complete
 
 
 async def test_trusted_ca_but_wrong_host_is_refused(private_ca: tuple[trustme.CA, Path]) -> None:
@@ -632,8 +632,10 @@ async def test_flood_of_bad_frames_does_not_disturb_a_good_session() -> None:
         tts = _tts(srv.ws_url, receive_timeout=2.0)
         try:
             await asyncio.sleep(0.2)  # the flood is on
-            for i in range(4):
-                text = f"Turn number {i} is clean."
+            for i, number in enumerate(("zero", "one", "two", "three")):
+                # words, not digits: the text front-end would say "0" as "zero" (and the tone
+                # engine's duration is its character count)
+                text = f"Turn number {number} is clean."
                 pcm = await speak(tts, text, timeout=4)
                 start, end = active_span(pcm, TRACK_RATE)
                 assert abs((end - start) - TONE.duration_of(text)) < 0.03, i

@@ -133,7 +133,8 @@ async def test_sentences_are_joined_with_a_space(lmnt_server: LocalLMNTServer) -
     finally:
         await tts.aclose()
     texts = [s.text for s in lmnt_server.sessions if s.text]
-    assert texts == ["Sure. Here is the answer. Thanks!", "Hello world"]
+    # each sentence ends with its space (complete now); pieces of a word stay glued
+    assert texts == ["Sure. Here is the answer. Thanks! ", "Hello world"]
     first = next(s for s in lmnt_server.sessions if s.text)
     assert first.commands[-2:] == ["flush", "eof"]
 

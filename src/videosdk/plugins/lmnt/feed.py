@@ -26,20 +26,6 @@ _JOIN_AFTER = frozenset(
 )
 
 
-def _unspaced_letter(ch: str) -> bool:
-    """A letter of a script written without spaces between words (Han, kana, Thai, Lao,
-    Myanmar, Khmer): the chunker's idle cut between two of them is not a word boundary."""
-    code = ord(ch)
-    return (
-        0x3040 <= code <= 0x30FF
-        or 0x3400 <= code <= 0x9FFF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x0E00 <= code <= 0x0EFF
-        or 0x1000 <= code <= 0x109F
-        or 0x1780 <= code <= 0x17FF
-    )
-
-
 def has_word(text: str) -> bool:
     """Whether ``text`` holds something to say: a letter or digit of any script."""
     return any(ch.isalnum() for ch in text)
@@ -67,15 +53,17 @@ def end_sentence(chunk: str) -> str:
     """A chunk from the framework's sentence chunker, with the space it stripped put back
     *after* it.
 
-    The chunker only cuts where the text had whitespace (or after an end mark), so the space
-    belongs there; sending it with the sentence tells the server the sentence is complete now,
-    rather than when the next one arrives (which can be a whole LLM tool call later).  A cut
-    between two letters of a script without spaces (the chunker's idle cut in Chinese or
-    Thai) stays glued.
+    After an end mark (or other punctuation the chunker cuts after) the space belongs there;
+    sending it with the sentence tells the server the sentence is complete now, rather than
+    when the next one arrives (which can be a whole LLM tool call later).  Any other chunk end
+    is left to :func:`join_chunk`, so a cut inside a word, or between two letters of a script
+    without spaces (the chunker's idle cut in Chinese or Thai), stays glued.
     """
     if not chunk or chunk[-1].isspace():
         return chunk
-    if _unspaced_letter(chunk[-1]) and chunk[-1] not in _JOIN_AFTER:
+    if chunk[-1] not in _JOIN_AFTER:
+        # Not a sentence's end: a cut between words is joined as before (``join_chunk``), and
+        # pieces of a word handed through the framework ("Hel" + "lo") stay glued.
         return chunk
     return chunk + " "
 

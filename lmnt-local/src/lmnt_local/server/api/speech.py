@@ -107,6 +107,25 @@ class SpeechRoutes:
         app.router.add_post("/v1/ai/speech/bytes", self.speech_bytes)
         app.router.add_post("/v1/ai/speech", self.speech_detailed)
 
+    async def _admit(
+        self, request: web.Request
+    ) -> tuple[_Request, StreamEncoder] | web.StreamResponse:
+        """The checked request and its encoder, or the answer refusing it (counted by type in
+        the metrics): the key, then the body, then the key's budget, in that order."""
+        meter = meter_of(request)
+        refused = refusal(request, self._api_keys)
+        if refused is not None:
+            meter.fail("permission_error" if refused.status == 403 else "authentication_error")
+            return refused
+        try:
+            return await self._prepare(request)
+        except ApiError as exc:
+            meter.fail(exc.error_type)
+            return exc.response(request)
+        except _Answered as answered:
+            meter.fail("rate_limit_error")
+            return answered.response
+
     async def _prepare(self, request: web.Request) -> tuple[_Request, StreamEncoder]:
         key = request.headers.get("X-API-Key", "")
         parsed = await self._parse(request, key)
@@ -151,19 +170,11 @@ class SpeechRoutes:
 
     async def speech_bytes(self, request: web.Request) -> web.StreamResponse:
         """Stream the whole text's audio with chunked transfer, as it is synthesized."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        parsed, encoder = admitted
         meter = meter_of(request)
-        refused = refusal(request, self._api_keys)
-        if refused is not None:
-            meter.fail("permission_error" if refused.status == 403 else "authentication_error")
-            return refused
-        try:
-            parsed, encoder = await self._prepare(request)
-        except ApiError as exc:
-            meter.fail(exc.error_type)
-            return exc.response(request)
-        except _Answered as answered:
-            meter.fail("rate_limit_error")
-            return answered.response
         codec = _HTTP_CODEC.get(parsed.fmt, parsed.fmt)
         response = web.StreamResponse(
             headers={"Content-Type": content_type(codec), "request-id": request_id(request)}
@@ -202,19 +213,11 @@ class SpeechRoutes:
         500 error answer; one mid-stream cuts the connection (a broken transfer, never a short
         body the client would take for the whole answer).
         """
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        parsed, encoder = admitted
         meter = meter_of(request)
-        refused = refusal(request, self._api_keys)
-        if refused is not None:
-            meter.fail("permission_error" if refused.status == 403 else "authentication_error")
-            return refused
-        try:
-            parsed, encoder = await self._prepare(request)
-        except ApiError as exc:
-            meter.fail(exc.error_type)
-            return exc.response(request)
-        except _Answered as answered:
-            meter.fail("rate_limit_error")
-            return answered.response
         words: list[_Word] = []
         pieces = self._audio(parsed, encoder, words)
         try:

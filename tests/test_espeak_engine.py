@@ -231,12 +231,16 @@ async def test_event_loop_stays_responsive(engine: Any) -> None:
             lags.append(time.perf_counter() - before - 0.005)
 
     tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
     pcm, _ = await asyncio.gather(collect(engine, long_text), collect(engine, long_text))
+    busy = time.perf_counter() - started
     done.set()
     await tick
     assert pcm[0].size / 24000 > 100
     assert len(lags) > 5
-    assert max(lags) < 0.1, max(lags)
+    # A ratio, not a time: no stall may take a quarter of the synthesis.  Synthesis on the loop
+    # blocks it for the whole utterance (measured: one 424 ms stall in 430 ms; fixed: 6 ms).
+    assert max(lags) < busy / 4, (max(lags), busy)
 
 
 async def test_aclose_aborts_synthesis_and_frees_the_lock(

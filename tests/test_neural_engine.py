@@ -182,7 +182,9 @@ async def test_inference_never_blocks_the_event_loop(piper_engine: Any) -> None:
         stop.set()
         await task
     assert got.audio and busy > 0.3
-    assert max(lags) < 0.25, f"the loop stalled {max(lags) * 1000:.0f} ms"
+    # A ratio, not a time: no stall may take a quarter of the synthesis.  Inference on the loop
+    # blocks it for a whole sentence, and the first of the three is the longest (> 1/3).
+    assert max(lags) < busy / 4, f"the loop stalled {max(lags) * 1000:.0f} ms of {busy:.2f} s"
 
 
 async def test_a_new_session_is_not_starved_by_long_ones(piper_engine: Any) -> None:

@@ -54,6 +54,10 @@ REPLY = long_reply(30)  # ~330 words: ~400 deltas, ~7 s of tone
 NEXT = "Of course. Here is the next answer, spoken in full."
 GREETING = "Hello! I am your agent. How can I help you today?"
 TOLERANCE = 0.12  # s of audio: 20 ms frames, padding, the chunker's spaces
+# The framework's wait for a turn's first audio byte (``speech_generation``): the stall these
+# scenarios guard against.  Tests order their times against it (issue 21 item 14): a busy
+# machine stretches a turn, it does not make a 10 s wait out of one.
+FIRST_BYTE_WAIT = 10.0
 
 
 # -- results table ---------------------------------------------------------------------------
@@ -352,7 +356,7 @@ async def test_failed_greeting_does_not_fail_session_start(version: str) -> None
         greeting=GREETING, api_keys={"another-key"}, lmnt_options={"protocol_version": version}
     ) as h:
         assert h.start_error is None, repr(h.start_error)
-        assert h.start_seconds < 2.0
+        assert h.start_seconds < FIRST_BYTE_WAIT, h.start_seconds  # no first-byte wait
         assert h.state == "idle"
         assert len(h.errors) == 1, h.errors
         await h.server.heal()
@@ -402,7 +406,7 @@ async def test_fallback_back_to_lmnt_after_a_mid_reply_failure_has_no_stall() ->
         back = await h.user_turn("Go on.", NEXT, timeout=12)
         _record("FallbackTTS: LMNT fails mid-reply, next turn back on LMNT", broken, back)
         assert_spoken(h, back, NEXT, hz=LMNT_HZ)
-        assert back.elapsed < 3.0, back.elapsed
+        assert back.elapsed < FIRST_BYTE_WAIT, back.elapsed  # before the old stall's end
         assert len(h.errors) == 1, h.errors
 
 
@@ -419,7 +423,7 @@ async def test_fallback_switch_away_and_back() -> None:
         back = await h.user_turn("Second question?", NEXT, timeout=12)
         _record("FallbackTTS: switch away (handshake 403) and back to LMNT", away, back)
         assert_spoken(h, back, NEXT, hz=LMNT_HZ)
-        assert back.elapsed < 3.0, back.elapsed
+        assert back.elapsed < FIRST_BYTE_WAIT, back.elapsed  # before the old stall's end
         assert errors == 1 and len(h.errors) == 1, h.errors  # item 14: one failure, one error
 
 

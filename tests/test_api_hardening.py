@@ -314,5 +314,9 @@ async def test_mp3_sessions_do_not_stall_the_loop() -> None:
     result = await _loop_lag().measure(20, seconds=5.0, timeout=60.0, probe_after=0.3)
     print(result)
     assert result.completed == 20
-    assert result.lag_p50 < 0.010, result
-    assert result.new_session_ttfa < 0.25, result
+    # Ratios to the run's own wall time, which a busy machine stretches as it does the lags
+    # (issue 21 item 14): the loop's median lag and the new session's wait for its first audio
+    # stay under 2 % and 5 % of the run.  Measured, mp3 encoded on the loop: 71 ms and 319 ms
+    # of 1.84 s (both fail); fixed: 0.5 ms and 6 ms of 1.86 s.
+    assert result.lag_p50 < result.wall / 50, result
+    assert result.new_session_ttfa < result.wall / 20, result

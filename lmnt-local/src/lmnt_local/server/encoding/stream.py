@@ -2,14 +2,13 @@
 
 Clients need word timings relative to the frame they arrive with (legacy extras, 1.1
 timestamps) or to the last flush (1.2), so every frame carries the stream time it covers.
-For PCM formats that time is exact.  MP3 (constant bit rate, bare frames) is timed by its
-bytes: a frame's start is the stream time of the audio its bytes carry, counted from the first
-byte, which is where a client that counts the bytes it received places it; the codec's own
-delay (LAME's priming plus the decoder's) is the client's to add, the same for every frame.
-Crediting an MP3 output with all the audio fed since the previous one instead put every frame
-after the first 30-60 ms late, by the audio the encoder still held back.  For the other codecs
-that hold samples back (webm) the bytes that come out are credited with all the audio fed since
-the previous output, which keeps time contiguous and never runs ahead of the audio.
+For PCM formats that time is exact.  Codecs hold audio back (lookahead, a frame, a muxer's
+open cluster), so their frames are timed by the audio their bytes carry (:mod:`.timing`: MP3
+by its constant bit rate, WebM by its Opus blocks), which is where a client decoding them
+places each frame; MP3's own delay (LAME's priming plus the decoder's) is the client's to add,
+the same for every frame.  Crediting each output with all the audio fed since the previous one
+instead put every frame after the first 30-60 ms late, so per-frame word timings (legacy
+extras, 1.1) came out that much early.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lmnt_local.protocol import WordSpan
+from lmnt_local.server.encoding.timing import timer_for
 from lmnt_local.server.engines import WordTiming
 
 __all__ = ["AudioStream", "EncodeRunner", "Frame", "InlineEncoding", "StreamEncoder"]
@@ -112,17 +112,16 @@ class AudioStream:
         self._head = 0.0  # stream time of the first byte in _buf
         self._credited = 0.0  # stream time up to which output bytes account for the audio
         self.fed = 0.0  # stream seconds of PCM handed to the encoder
-        #: MP3 only: seconds of audio per output byte, from the first frame header (None
-        #: until then; 0.0 for every other format, whose output is credited with the audio fed).
-        self._mp3_seconds_per_byte: float | None = None if encoder.fmt == "mp3" else 0.0
-        self._out_seconds = 0.0  # MP3: stream seconds of all the bytes the encoder gave out
+        #: Reads what audio the codec's output carries (mp3, webm); None: the audio fed.
+        self._timer = timer_for(encoder.fmt)
+        self._out_seconds = 0.0  # with a timer: stream seconds of all the bytes given out
 
     @property
     def sent_until(self) -> float:
         """Stream time the output so far accounts for: where the next frame starts once
         everything pending is cut (after a flush's drain: where the next segment's audio
         starts, as a client counting the audio it received places it)."""
-        if self._mp3_seconds_per_byte is None or self._mp3_seconds_per_byte > 0:
+        if self._timer is not None:
             return self._out_seconds
         return self._credited
 
@@ -166,7 +165,7 @@ class AudioStream:
         self._buf.clear()
         self._segments.clear()
         self._words.clear()
-        if self._mp3_seconds_per_byte is None or self._mp3_seconds_per_byte > 0:
+        if self._timer is not None:
             # The dropped bytes were encoded all the same: later audio's byte time counts them.
             self._credited = self._head = self._out_seconds
         else:
@@ -176,12 +175,10 @@ class AudioStream:
     def _push(self, data: bytes) -> None:
         if not data:
             return
-        if self._mp3_seconds_per_byte is None:
-            self._mp3_seconds_per_byte = _mp3_seconds_per_byte(data)
-        if self._mp3_seconds_per_byte:
-            span = len(data) * self._mp3_seconds_per_byte
-            self._segments.append([float(len(data)), self._out_seconds, self._mp3_seconds_per_byte])
-            self._out_seconds += span
+        if self._timer is not None:
+            for n, seconds in self._timer.feed(data):
+                self._segments.append([float(n), self._out_seconds, seconds / n])
+                self._out_seconds += seconds
             self._credited = self._out_seconds
             self._buf += data
             return
@@ -219,20 +216,3 @@ class AudioStream:
             frames.append(Frame(data, start, end, tuple(inside)))
             self._head = end
         return frames
-
-
-# Bit rates (kbit/s) of MPEG-audio Layer III by version bits: MPEG-1, then MPEG-2 and 2.5.
-_MP3_KBPS_V1 = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
-_MP3_KBPS_V2 = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
-
-
-def _mp3_seconds_per_byte(data: bytes) -> float:
-    """Seconds of audio per byte of a constant-bit-rate MP3 stream starting with a frame
-    header (what the encoder gives out); ValueError if ``data`` does not start with one."""
-    if len(data) < 3 or data[0] != 0xFF or data[1] & 0xE0 != 0xE0:
-        raise ValueError("MP3 output does not start with an MPEG-audio frame header")
-    version, index = (data[1] >> 3) & 3, data[2] >> 4
-    kbps = (_MP3_KBPS_V1 if version == 3 else _MP3_KBPS_V2)[index] if 0 < index < 15 else 0
-    if not kbps:
-        raise ValueError(f"MP3 frame header with an unusable bit rate index {index}")
-    return 8.0 / (kbps * 1000)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from lmnt_local.protocol.audio_timing import WebmTimer, timer_for
 from lmnt_local.server.encoding.encoders import make_encoder
-from lmnt_local.server.encoding.timing import WebmTimer, timer_for
 
 
 @pytest.mark.parametrize(("fmt", "rate"), [("mp3", 24000), ("mp3", 8000), ("webm", 24000)])

@@ -3,12 +3,13 @@
 Clients need word timings relative to the frame they arrive with (legacy extras, 1.1
 timestamps) or to the last flush (1.2), so every frame carries the stream time it covers.
 For PCM formats that time is exact.  Codecs hold audio back (lookahead, a frame, a muxer's
-open cluster), so their frames are timed by the audio their bytes carry (:mod:`.timing`: MP3
-by its constant bit rate, WebM by its Opus blocks), which is where a client decoding them
-places each frame; MP3's own delay (LAME's priming plus the decoder's) is the client's to add,
-the same for every frame.  Crediting each output with all the audio fed since the previous one
-instead put every frame after the first 30-60 ms late, so per-frame word timings (legacy
-extras, 1.1) came out that much early.
+open cluster), so their frames are timed by the audio their bytes carry
+(:mod:`lmnt_local.protocol.audio_timing`: MP3 by its constant bit rate, WebM by its Opus
+blocks), which is where a client reading the same bytes places each frame; MP3's own delay
+(LAME's priming plus the decoder's) is the client's to add, the same for every frame.
+Crediting each output with all the audio fed since the previous one instead put every frame
+after the first 30-60 ms late, so per-frame word timings (legacy extras, 1.1) came out that
+much early.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lmnt_local.protocol import WordSpan
-from lmnt_local.server.encoding.timing import timer_for
+from lmnt_local.protocol.audio_timing import timer_for
 from lmnt_local.server.engines import WordTiming
 
 __all__ = ["AudioStream", "EncodeRunner", "Frame", "InlineEncoding", "StreamEncoder"]

@@ -5,6 +5,8 @@ to it is ahead of the audio its output carries.  Frames sent to a client must be
 latter: a client places a frame where its audio begins in what it decodes, and legacy extras
 and 1.1 timestamps time words from there.  Encoders may run in another process, so the time is
 read from the output: constant-bit-rate MP3 by its byte count, WebM (Opus) by its blocks.
+Clients read the bytes they receive the same way (the decoder holds audio back too), so both
+ends agree on where every frame starts.
 """
 
 from __future__ import annotations
@@ -122,6 +124,23 @@ class WebmTimer(ByteTimer):
         if self._owed:
             parsed.append((self._owed, 0.0))
         return parsed
+
+    @property
+    def partial(self) -> float:
+        """Seconds carried by the bytes of a block received so far but not yet whole (the
+        server's frames are cut at any byte; a block's time is spread evenly over its bytes)."""
+        buf = self._buf
+        ident = _vint(buf, 0, keep_marker=True)
+        size = None if ident is None else _vint(buf, ident[1], keep_marker=False)
+        if ident is None or size is None or ident[0] not in (_SIMPLE_BLOCK, _BLOCK):
+            return 0.0
+        head = ident[1] + size[1]
+        track = _vint(buf, head, keep_marker=False)
+        if track is None or size[0] <= 0 or len(buf) < head + track[1] + 5:
+            return 0.0
+        seconds = _opus_seconds(bytes(buf[head + track[1] + 3 : head + track[1] + 5]))
+        seconds -= min(self._skip, seconds)
+        return seconds * min(1.0, len(buf) / (head + size[0]))
 
     def _parse(self) -> tuple[Pieces, int]:
         out: Pieces = []

@@ -7,10 +7,14 @@ credited with the audio fed started 30-60 ms late and per-frame word timings (le
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from lmnt_local.protocol.audio_timing import WebmTimer, timer_for
 from lmnt_local.server.encoding.encoders import make_encoder
+from lmnt_local.server.encoding.stream import AudioStream, Frame
+from videosdk.plugins.lmnt.audio import AudioPipeline
 
 
 @pytest.mark.parametrize(("fmt", "rate"), [("mp3", 24000), ("mp3", 8000), ("webm", 24000)])
@@ -46,3 +50,26 @@ def test_webm_blocks_carry_their_packet_duration_less_the_pre_skip() -> None:
 def test_other_formats_are_timed_by_the_audio_fed() -> None:
     assert timer_for("pcm_s16le") is None
     assert timer_for("ulaw") is None
+
+
+@pytest.mark.parametrize("cut", [1, 7, 300, 4096])
+def test_the_client_reads_the_same_time_at_every_byte_as_the_server_credits(cut: int) -> None:
+    """WebM frames cut anywhere, even inside a block: the plugin's reading of the bytes it
+    received is the server's time for the frame's start and end, to the nanosecond."""
+
+    async def frames() -> list[tuple[bytes, float, float]]:
+        stream = AudioStream(make_encoder("webm", 24000), 24000, cut)
+        out: list[Frame] = []
+        for _ in range(10):
+            out += await stream.feed(bytes(2 * 2400), [], 0.0)
+        out += await stream.drain()
+        return [(f.data, f.start, f.end) for f in out]
+
+    pipeline = AudioPipeline("webm", 24000, 24000)
+    try:
+        for data, start, end in asyncio.run(frames()):
+            assert pipeline.seconds_received == pytest.approx(start, abs=1e-9)
+            pipeline.feed(data)
+            assert pipeline.seconds_received == pytest.approx(end, abs=1e-9)
+    finally:
+        pipeline.close()

@@ -136,11 +136,15 @@ class WebmTimer(ByteTimer):
             return 0.0
         head = ident[1] + size[1]
         track = _vint(buf, head, keep_marker=False)
-        if track is None or size[0] <= 0 or len(buf) < head + track[1] + 5:
+        if track is None or size[0] <= 0:
             return 0.0
-        seconds = _opus_seconds(bytes(buf[head + track[1] + 3 : head + track[1] + 5]))
+        toc = head + track[1] + 3  # after the block's timecode and flags
+        if len(buf) <= toc + 1:
+            return 0.0
+        seconds = _opus_seconds(bytes(buf[toc : toc + 2]))
         seconds -= min(self._skip, seconds)
-        return seconds * min(1.0, len(buf) / (head + size[0]))
+        total = head + size[0]
+        return seconds * min(1.0, (len(buf) - toc - 1) / (total - toc - 1))
 
     def _parse(self) -> tuple[Pieces, int]:
         out: Pieces = []
@@ -167,11 +171,18 @@ class WebmTimer(ByteTimer):
             seconds = 0.0
             if ident[0] in (_SIMPLE_BLOCK, _BLOCK):
                 track = _vint(bytearray(body), 0, keep_marker=False)
-                if track is not None:
-                    seconds = _opus_seconds(body[track[1] + 3 :])
+                toc = head + (track[1] if track is not None else 0) + 3
+                if track is not None and end - at > toc + 1:
+                    seconds = _opus_seconds(body[toc - head :])
                     trimmed = min(self._skip, seconds)
                     self._skip -= trimmed
                     seconds -= trimmed
+                    # Its time is carried by the bytes after its TOC byte, evenly: a client
+                    # holding part of the block reads the same (``partial``).
+                    out.append((toc + 1, 0.0))
+                    out.append((end - at - toc - 1, seconds))
+                    at = end
+                    continue
             elif ident[0] == _CODEC_PRIVATE and body.startswith(b"OpusHead") and len(body) >= 12:
                 self._skip = int.from_bytes(body[10:12], "little") / 48000
             out.append((end - at, seconds))

@@ -23,13 +23,9 @@ from track_helpers import TRACK_RATE, aiter_of, make_track, speak
 
 TEXT = "Hi there big world. Yes, and then some more words here."
 TOLERANCE = 0.020
-# Legacy extras and 1.1 timestamps time words from the start of each wire frame, and the
-# local server credits an encoded frame's bytes to the audio fed when they came out of the
-# encoder, which holds audio back: later frames' starts are 30-60 ms late, so their words
-# land early.  1.2 times words from the last flush and is exact.  Not fixed yet.
-_PER_FRAME = pytest.mark.xfail(
-    strict=True, reason="per-frame timings of encoded frames are credited late by the server"
-)
+# Legacy extras and 1.1 timestamps time words from the start of each wire frame: the server
+# must time an encoded frame by the audio its bytes carry, not by the audio fed to the encoder,
+# which holds some back (that put later frames 30-60 ms late and their words that much early).
 
 
 def _onsets(pcm: bytes) -> list[float]:
@@ -53,12 +49,12 @@ def _onsets(pcm: bytes) -> list[float]:
 @pytest.mark.parametrize(
     ("version", "fmt", "rate"),
     [
-        pytest.param("1.0", "mp3", 24000, marks=_PER_FRAME),
-        pytest.param("1.1", "mp3", 16000, marks=_PER_FRAME),
+        ("1.0", "mp3", 24000),
+        ("1.1", "mp3", 16000),
         ("1.2", "mp3", 8000),
         ("1.2", "mp3", 24000),
-        pytest.param("1.0", "webm", 24000, marks=_PER_FRAME),
-        pytest.param("1.1", "webm", 24000, marks=_PER_FRAME),
+        ("1.0", "webm", 24000),
+        ("1.1", "webm", 24000),
         ("1.2", "webm", 16000),
         ("1.2", "webm", 24000),
         ("1.0", "pcm_s16le", 24000),
@@ -95,6 +91,89 @@ async def test_words_are_placed_where_they_are_heard(
     finally:
         await tts.aclose()
     words = re.findall(r"\S+", TEXT)
+    assert [w.text for w in placed] == words
+    heard = _onsets(pcm)
+    assert len(heard) == len(words), heard
+    off = [
+        (w.text, round(1000 * (w.start - at)))
+        for w, at in zip(placed, heard, strict=True)
+        if abs(w.start - at) > TOLERANCE
+    ]
+    assert off == [], f"placed (ms) away from where the word is heard: {off}"
+
+
+@pytest.mark.parametrize(
+    ("version", "fmt", "rate"),
+    [
+        ("1.0", "mp3", 24000),
+        ("1.1", "webm", 24000),
+        ("1.2", "mp3", 8000),
+        ("1.2", "mp3", 24000),
+        ("1.2", "webm", 24000),
+        ("1.2", "pcm_s16le", 24000),
+    ],
+)
+async def test_words_after_a_flush_are_placed_where_they_are_heard(
+    lmnt_server: LocalLMNTServer, version: str, fmt: str, rate: int
+) -> None:
+    """A flush mid-stream: the codec's held-back tail goes out, padded with silence, and 1.2
+    timings restart from where the next audio starts (a frame behind the audio fed for MP3)."""
+    import json
+
+    import aiohttp
+
+    from lmnt_local.protocol import WordSpan
+    from videosdk.plugins.lmnt.audio import AudioPipeline
+    from videosdk.plugins.lmnt.words import WordTimeline
+
+    typed = version != "1.0"
+    init: dict[str, Any] = {
+        "X-API-Key": "test-key",
+        "voice": "leah",
+        "format": fmt,
+        "sample_rate": rate,
+        "lmnt-version": version,
+        ("return_timestamps" if typed else "return_extras"): True,
+    }
+    first, second = "Hi there big world. ", "Yes, and then some more words here."
+    if typed:
+        commands: list[dict[str, Any]] = [
+            {"type": "text", "text": first},
+            {"type": "flush", "nonce": 1},
+            {"type": "text", "text": second},
+            {"type": "finish"},
+        ]
+    else:
+        commands = [{"text": first}, {"flush": True}, {"text": second}, {"eof": True}]
+    pipeline = AudioPipeline(fmt, rate, TRACK_RATE)
+    timeline = WordTimeline(version)
+    timeline.delay = pipeline.codec_delay
+    placed: list[Any] = []
+    pcm = b""
+    async with aiohttp.ClientSession() as http, http.ws_connect(lmnt_server.ws_url) as ws:
+        await ws.send_str(json.dumps(init))
+        for command in commands:
+            await ws.send_str(json.dumps(command))
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                received, decoded = pipeline.seconds_received, pipeline.seconds_decoded
+                pcm += await pipeline.afeed(msg.data)
+                timeline.delay = pipeline.codec_delay
+                now = pipeline.seconds_received
+                if now is not None:
+                    timeline.audio_span(received or 0.0, now)
+                else:
+                    timeline.audio(pipeline.seconds_decoded - decoded)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                m = json.loads(msg.data)
+                items = m.get("timestamps") if typed else m.get("durations")
+                if items:
+                    spans = [WordSpan(x["text"], x["start"], x["duration"]) for x in items]
+                    placed += timeline.timestamps(spans) if typed else timeline.extras(spans)
+                if m.get("type") == "flush_complete":
+                    timeline.segment_boundary()
+        pcm += await pipeline.aflush()
+    words = re.findall(r"\S+", first + second)
     assert [w.text for w in placed] == words
     heard = _onsets(pcm)
     assert len(heard) == len(words), heard

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from lmnt_local.protocol.audio_timing import WebmTimer
+
 from .decoders import (
     _I16,
     AudioDecodeError,
@@ -87,6 +89,9 @@ class AudioPipeline:
         self._failure: AudioDecodeError | None = None
         self._mp3: tuple[int, int] | None = None  # (bit rate, sample rate) of the stream
         self._mp3_bytes = 0  # MPEG bytes received from the first frame header on
+        # WebM: the audio its blocks carry, read as the server times its frames.
+        self._webm: WebmTimer | None = WebmTimer() if fmt == "webm" else None
+        self._webm_seconds = 0.0
 
     @property
     def fmt(self) -> str:
@@ -116,11 +121,14 @@ class AudioPipeline:
     @property
     def seconds_received(self) -> float | None:
         """Stream seconds of the encoded bytes received so far, where the format tells it
-        without decoding (constant-rate MP3, what LMNT and the local server send), else None.
+        without decoding (constant-rate MP3, what LMNT and the local server send; WebM by its
+        Opus blocks), else None.
 
-        The decoder holds audio back (a frame, its own delay), so the seconds decoded lag the
-        stream the server's word timings describe; this does not.
+        The decoder holds audio back (a frame, its own delay; the WebM demuxer a block), so
+        the seconds decoded lag the stream the server's word timings describe; this does not.
         """
+        if self._webm is not None:
+            return self._webm_seconds + self._webm.partial
         if self._mp3 is None:
             return None
         return self._mp3_bytes * 8 / self._mp3[0]
@@ -136,6 +144,12 @@ class AudioPipeline:
         return _MP3_DELAY_SAMPLES / rate
 
     def _count(self, data: bytes) -> None:
+        if self._webm is not None:
+            try:
+                self._webm_seconds += sum(s for _, s in self._webm.feed(data))
+            except ValueError:  # not what the server's muxer writes: time by decoding
+                self._webm = None
+            return
         if self._fmt != "mp3":
             return
         if self._mp3 is None:
@@ -164,8 +178,10 @@ class AudioPipeline:
             raise RuntimeError("AudioPipeline is finished (flushed or closed)")
         if not isinstance(decoder, _WebmDecoder):
             return self.feed(data)
+        data = bytes(data)
+        self._count(data)
         try:
-            chunks = await decoder.adecode(bytes(data))
+            chunks = await decoder.adecode(data)
         except AudioDecodeError as exc:
             self._failure = exc
             self.close(wait=False)

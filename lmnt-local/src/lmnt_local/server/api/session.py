@@ -476,7 +476,7 @@ class Session:
                 # follows the end of the flushed audio (mp3 and webm hold some back).
                 for frame in await stream.drain():
                     await self._send(frame, last=True, gen=item.gen, first=False)
-                self._origin = stream.fed
+                self._origin = stream.sent_until
                 if item.nonce is not None:
                     await wire.text(
                         encode_flush_complete(item.nonce)
@@ -485,7 +485,7 @@ class Session:
                     )
             elif isinstance(item, _ResetMark):
                 stream.drop()
-                self._origin = stream.fed
+                self._origin = stream.sent_until
                 await wire.text(
                     encode_reset_complete(item.nonce)
                     if init.typed

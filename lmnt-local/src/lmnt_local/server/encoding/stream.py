@@ -2,9 +2,14 @@
 
 Clients need word timings relative to the frame they arrive with (legacy extras, 1.1
 timestamps) or to the last flush (1.2), so every frame carries the stream time it covers.
-For PCM formats that time is exact; for codecs that hold samples back (mp3, webm) the bytes
-that come out are credited with all the audio fed since the previous output, which keeps time
-contiguous and never runs ahead of the audio.
+For PCM formats that time is exact.  Codecs hold audio back (lookahead, a frame, a muxer's
+open cluster), so their frames are timed by the audio their bytes carry
+(:mod:`lmnt_local.protocol.audio_timing`: MP3 by its constant bit rate, WebM by its Opus
+blocks), which is where a client reading the same bytes places each frame; MP3's own delay
+(LAME's priming plus the decoder's) is the client's to add, the same for every frame.
+Crediting each output with all the audio fed since the previous one instead put every frame
+after the first 30-60 ms late, so per-frame word timings (legacy extras, 1.1) came out that
+much early.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lmnt_local.protocol import WordSpan
+from lmnt_local.protocol.audio_timing import timer_for
 from lmnt_local.server.engines import WordTiming
 
 __all__ = ["AudioStream", "EncodeRunner", "Frame", "InlineEncoding", "StreamEncoder"]
@@ -26,6 +32,7 @@ class StreamEncoder(Protocol):
 
     sample_rate: int
     heavy: bool
+    fmt: str
 
     def encode(self, pcm: bytes) -> bytes: ...
 
@@ -106,6 +113,18 @@ class AudioStream:
         self._head = 0.0  # stream time of the first byte in _buf
         self._credited = 0.0  # stream time up to which output bytes account for the audio
         self.fed = 0.0  # stream seconds of PCM handed to the encoder
+        #: Reads what audio the codec's output carries (mp3, webm); None: the audio fed.
+        self._timer = timer_for(encoder.fmt)
+        self._out_seconds = 0.0  # with a timer: stream seconds of all the bytes given out
+
+    @property
+    def sent_until(self) -> float:
+        """Stream time the output so far accounts for: where the next frame starts once
+        everything pending is cut (after a flush's drain: where the next segment's audio
+        starts, as a client counting the audio it received places it)."""
+        if self._timer is not None:
+            return self._out_seconds
+        return self._credited
 
     async def feed(self, pcm: bytes, words: Iterable[WordTiming], offset: float) -> list[Frame]:
         """Encode ``pcm``; ``words`` are timed from ``offset`` (the stream time of its unit)."""
@@ -147,11 +166,22 @@ class AudioStream:
         self._buf.clear()
         self._segments.clear()
         self._words.clear()
-        self._credited = self.fed
-        self._head = self.fed
+        if self._timer is not None:
+            # The dropped bytes were encoded all the same: later audio's byte time counts them.
+            self._credited = self._head = self._out_seconds
+        else:
+            self._credited = self.fed
+            self._head = self.fed
 
     def _push(self, data: bytes) -> None:
         if not data:
+            return
+        if self._timer is not None:
+            for n, seconds in self._timer.feed(data):
+                self._segments.append([float(n), self._out_seconds, seconds / n])
+                self._out_seconds += seconds
+            self._credited = self._out_seconds
+            self._buf += data
             return
         span = self.fed - self._credited
         self._segments.append([float(len(data)), self._credited, span / len(data)])

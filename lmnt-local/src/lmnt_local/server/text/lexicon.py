@@ -21,7 +21,7 @@ Phrases match across any run of spaces.  The longest entry wins where two overla
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,30 +224,36 @@ _IPA_LETTERS = sorted(
 )
 
 
+def _scan(ipa: str, table: Sequence[tuple[str, str]]) -> Iterator[tuple[str | None, str]]:
+    """IPA read left to right, longest symbol of ``table`` first (tables are sorted so):
+    ``(replacement, symbol)`` for a symbol the table has, ``(None, char)`` for any other
+    character, which each notation treats its own way."""
+    i = 0
+    while i < len(ipa):
+        for symbol, replacement in table:
+            if ipa.startswith(symbol, i):
+                yield replacement, symbol
+                i += len(symbol)
+                break
+        else:
+            yield None, ipa[i]
+            i += 1
+
+
 def ipa_to_respelling(ipa: str) -> str:
     """Rough English letters for IPA ("ləˈmɛnt" -> "luh-ment"): a primary stress mark starts
     a new hyphenated part, which most letter-to-sound rules read as a syllable break."""
     out: list[str] = []
-    i = 0
-    while i < len(ipa):
-        char = ipa[i]
-        if char == "ˈ":
+    for letters, char in _scan(ipa, _IPA_LETTERS):
+        if letters is not None:
+            out.append(letters)
+        elif char == "ˈ":
             if out and out[-1] not in ("-", " "):
                 out.append("-")
-            i += 1
-            continue
-        if char.isspace():
+        elif char.isspace():
             out.append(" ")
-            i += 1
-            continue
-        for symbol, letters in _IPA_LETTERS:
-            if ipa.startswith(symbol, i):
-                out.append(letters)
-                i += len(symbol)
-                break
         else:
             out.append(char if char.isascii() and char.isalpha() else "")
-            i += 1
     return re.sub(r"-+", "-", "".join(out)).strip("- ") or ipa
 
 
@@ -314,19 +320,16 @@ _ESPEAK_PLAIN = frozenset("pbtdkgfvszhmnlwjrx")
 def ipa_to_espeak(ipa: str) -> str:
     """IPA as espeak-ng's English phoneme mnemonics ("ˈfaɪv" -> "'faIv"), for its ``[[ ]]``
     phoneme input; symbols it has no mnemonic for are left out."""
-    out: list[str] = []
-    i = 0
-    while i < len(ipa):
-        for symbol, mnemonic in _IPA_ESPEAK:
-            if ipa.startswith(symbol, i):
-                out.append(mnemonic)
-                i += len(symbol)
-                break
-        else:
-            char = ipa[i]
-            out.append(char if char in _ESPEAK_PLAIN else " " if char.isspace() else "")
-            i += 1
-    return "".join(out)
+    return "".join(
+        mnemonic
+        if mnemonic is not None
+        else char
+        if char in _ESPEAK_PLAIN
+        else " "
+        if char.isspace()
+        else ""
+        for mnemonic, char in _scan(ipa, _IPA_ESPEAK)
+    )
 
 
 # -- IPA to misaki's phonemes (hibari's inline "[word](/phonemes/)") --------------------------
@@ -358,17 +361,7 @@ def ipa_to_misaki(ipa: str) -> str:
     """IPA in misaki's notation, which hibari's G2P takes inline: diphthongs and affricates as
     one symbol ("aɪ" -> "I", "dʒ" -> "ʤ") and a stress mark just before its vowel, as misaki
     writes them ("ˈfaɪv" -> "fˈIv")."""
-    symbols: list[str] = []
-    i = 0
-    while i < len(ipa):
-        for symbol, replacement in _IPA_MISAKI:
-            if ipa.startswith(symbol, i):
-                symbols.append(replacement)
-                i += len(symbol)
-                break
-        else:
-            symbols.append(ipa[i])
-            i += 1
+    symbols = [char if found is None else found for found, char in _scan(ipa, _IPA_MISAKI)]
     out: list[str] = []
     stress = ""
     for symbol in "".join(symbols):

@@ -113,6 +113,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
 
 
+def _add_voice_dirs(parser: argparse.ArgumentParser, description: str) -> None:
+    """``--voices DIR`` (repeatable), the same option on every command that starts a server."""
+    parser.add_argument(
+        "--voices",
+        action="append",
+        type=Path,
+        default=[],
+        dest="voice_dirs",
+        metavar="DIR",
+        help=description,
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lmnt-local",
@@ -160,14 +173,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="speech engine: hibari, neural (Piper), espeak-ng, or the 440 Hz test tone "
         "(default auto: the best one installed, in that order)",
     )
-    serve.add_argument(
-        "--voices",
-        action="append",
-        type=Path,
-        default=[],
-        dest="voice_dirs",
-        metavar="DIR",
-        help="directory of Piper voices (NAME.onnx + NAME.onnx.json), repeatable: each "
+    _add_voice_dirs(
+        serve,
+        "directory of Piper voices (NAME.onnx + NAME.onnx.json), repeatable: each "
         "becomes voice id NAME of the neural engine",
     )
     add_serve_options(serve)
@@ -237,14 +245,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_speed,
         help="pace, 0.25 (slow) to 2.0 (twice as fast); default: the server's (1.0)",
     )
-    say.add_argument(
-        "--voices",
-        action="append",
-        type=Path,
-        default=[],
-        dest="voice_dirs",
-        metavar="DIR",
-        help="directory of Piper voices for the embedded server, as for serve (repeatable)",
+    _add_voice_dirs(
+        say, "directory of Piper voices for the embedded server, as for serve (repeatable)"
     )
     say.add_argument("-q", "--quiet", action="store_true", help="nothing on stderr but errors")
 
@@ -271,15 +273,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine", choices=ENGINES, default="auto", help="engine of the embedded server"
     )
     voices.add_argument("--json", action="store_true", help="print the server's JSON list")
-    voices.add_argument(
-        "--voices",
-        action="append",
-        type=Path,
-        default=[],
-        dest="voice_dirs",
-        metavar="DIR",
-        help="directory of Piper voices for the embedded server, as for serve",
-    )
+    _add_voice_dirs(voices, "directory of Piper voices for the embedded server, as for serve")
     fetch_help = (
         "download voices into the directory the server reads by default "
         "($LMNT_VOICES_HOME, else $XDG_DATA_HOME/lmnt-local/voices)"

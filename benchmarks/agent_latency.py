@@ -3,14 +3,19 @@
 Run from the repository root::
 
     python benchmarks/agent_latency.py [--turns 10] [--engines neural espeak] [--agents 20]
+                                       [--deltas words|openai]
 
 What runs, in one process and one run: the framework's ``Agent`` + ``AgentSession`` +
 ``Pipeline`` (default text filter and sentence chunker) with a scripted LLM that streams a
 token every 25 ms (40 tokens/s) after 0.3 s of "thinking", the real ``CustomAudioStreamTrack``
 drained as fast as audio is ready, and a TTS plugin talking over loopback to the local LMNT
-server, which runs in a separate process with the named engine.  Clients: this package and
-the official 1.0.30 release (imported from its wheel, unmodified).  Replies of 1 and of 3
-sentences alternate, so each row's turns see the same machine.
+server, which runs in a separate process with the named engine.  Clients: this package in the
+default ``Pipeline``, this package in ``Pipeline(**pipeline_options())`` (no framework text
+filter or chunker: the server reads and cuts the LLM's deltas itself), and the official 1.0.30
+release (imported from its wheel, unmodified).  Replies of 1 and of 3 sentences alternate, so
+each row's turns see the same machine.  ``--deltas words``: each delta a word with its trailing
+space ("that. "); ``--deltas openai``: as OpenAI's models stream them, a leading space and
+punctuation alone (" that", ".").
 
 Clocks (monotonic, one process): ``first token`` is when the LLM yields its first delta;
 ``sentence done`` is when it yields the delta that completes the first sentence; ``first audio``
@@ -52,12 +57,17 @@ THREE = (
     "Sure, I can help you with that. Your order left our warehouse this morning. "
     "It should arrive on Friday before noon."
 )
-OURS, UPSTREAM = "ours", "1.0.30"
+OURS, OPTS, UPSTREAM = "ours", "ours, pipeline_options()", "1.0.30"
+CLIENTS = (OURS, OPTS, UPSTREAM)
+DELTAS = "words"
 
 
 def _deltas(text: str) -> list[str]:
     """Token-sized pieces as an LLM streams them: words with their trailing space, a longer
-    word now and then in two."""
+    word now and then in two; or (``--deltas openai``) words with their leading space and
+    punctuation alone."""
+    if DELTAS == "openai":
+        return re.findall(r"\s?\w+|\s?[^\w\s]", text)
     out: list[str] = []
     for i, word in enumerate(re.findall(r"\S+\s*", text)):
         if i % 5 == 3 and len(word) > 5:
@@ -145,11 +155,18 @@ def _framework() -> dict[str, Any]:
 class AgentRig:
     """One agent session around a TTS, its track drained as fast as audio is ready."""
 
-    def __init__(self, fw: dict[str, Any], tts: Any, *, realtime: bool = False) -> None:
+    def __init__(
+        self,
+        fw: dict[str, Any],
+        tts: Any,
+        *,
+        realtime: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.fw = fw
         self.tts = tts
         self.llm = fw["LLM"]()
-        self.pipeline = fw["Pipeline"](llm=self.llm, tts=tts)
+        self.pipeline = fw["Pipeline"](llm=self.llm, tts=tts, **(options or {}))
         self.track = fw["Track"](asyncio.get_running_loop())
         if not realtime:
             self.track._start = 0.0  # recv() never sleeps
@@ -235,15 +252,22 @@ async def _engine_time(name: str, turns: int) -> common.Summary:
 async def _run_engine(
     fw: dict[str, Any], url: str, engine: str, upstream: Any, turns: int
 ) -> tuple[list[Row], dict[int, float]]:
-    rows = {(c, n): Row(engine, c, n) for c in (OURS, UPSTREAM) for n in (1, 3)}
+    from videosdk.plugins.lmnt import pipeline_options
+
+    rows = {(c, n): Row(engine, c, n) for c in CLIENTS for n in (1, 3)}
     heard: dict[int, list[float]] = {1: [], 3: []}
-    rigs = {c: AgentRig(fw, _make_tts(c, url, upstream)) for c in (OURS, UPSTREAM)}
+    rigs = {
+        c: AgentRig(
+            fw, _make_tts(c, url, upstream), options=pipeline_options() if c == OPTS else None
+        )
+        for c in CLIENTS
+    }
     try:
         for rig in rigs.values():
             await rig.start()
         for i in range(turns * 2):
             n = 1 if i % 2 == 0 else 3
-            order = [OURS, UPSTREAM] if (i // 2) % 2 == 0 else [UPSTREAM, OURS]
+            order = list(CLIENTS) if (i // 2) % 2 == 0 else list(reversed(CLIENTS))
             for client in order:
                 times, first, seconds, ok = await rigs[client].turn(ONE if n == 1 else THREE)
                 row = rows[(client, n)]
@@ -309,7 +333,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"load before: {load_before}; after: {common.load_note()}")
     print(
         f"LLM: first token after {FIRST_TOKEN * 1e3:.0f} ms, then {1 / TOKEN_SECONDS:.0f} "
-        f"tokens/s; {args.turns} turns per row; first audio on the track"
+        f"tokens/s ({args.deltas} deltas); {args.turns} turns per row; first audio on the track"
     )
     table = []
     for r in rows:
@@ -336,7 +360,7 @@ async def main(args: argparse.Namespace) -> None:
     print(common.table(headers, table))
     by = {(r.engine, r.client, r.sentences): r for r in rows}
     for engine in args.engines:
-        for client in (OURS, UPSTREAM):
+        for client in CLIENTS:
             one, three = by[(engine, client, 1)], by[(engine, client, 3)]
             if one.from_token and three.from_token:
                 gap = (
@@ -359,8 +383,11 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=10, help="turns per row (default 10)")
     parser.add_argument("--engines", nargs="+", default=["neural", "espeak"])
     parser.add_argument("--agents", type=int, default=20, help="concurrent agents (0: skip)")
+    parser.add_argument("--deltas", choices=["words", "openai"], default="words")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(_args()))
+    ARGS = _args()
+    DELTAS = ARGS.deltas
+    asyncio.run(main(ARGS))

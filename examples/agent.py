@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 from videosdk.agents import Agent, AgentSession, JobContext, Pipeline, RoomOptions, WorkerJob
 
-from videosdk.plugins.lmnt import LMNTTTS
+from videosdk.plugins.lmnt import LMNTTTS, pipeline_options
 
 logger = logging.getLogger("lmnt-agent")
 
@@ -142,6 +142,9 @@ async def entrypoint(ctx: JobContext) -> None:
         stt=STT.deepgram(model_id="nova-2", language="en-US"),
         llm=LLM.google(model_id="gemini-2.5-flash"),
         tts=make_tts(),
+        # The LMNT server reads "$5.50" and cuts sentences itself: first audio when the first
+        # sentence's period arrives, not a token or two later (docs/configuration.md).
+        **pipeline_options(),
     )
     session = AgentSession(agent=LMNTVoiceAgent(), pipeline=pipeline)
     await session.start(wait_for_participant=True, run_until_shutdown=True)

@@ -48,7 +48,7 @@ from videosdk.agents.room.output_stream import CustomAudioStreamTrack
 
 from lmnt_local.server import LocalLMNTServer, SpeechEngine
 from lmnt_local.server.engines import ENGINE_NAMES
-from videosdk.plugins.lmnt import LMNTTTS
+from videosdk.plugins.lmnt import LMNTTTS, pipeline_options
 
 RATE = 24000  # what the framework's track plays: 24 kHz, mono, s16, 20 ms frames
 PAUSE = 0.4  # seconds of silence written between two utterances
@@ -184,7 +184,8 @@ async def run(
         # Any non-empty key is accepted by the embedded server; ws_url is explicit, so
         # LMNT_WS_URL / LMNT_API_KEY from the environment are not used.
         tts = LMNTTTS(api_key="offline-demo", ws_url=server.ws_url, voice="ava")
-        pipeline = Pipeline(llm=ScriptedLLM([reply for _, reply in SCRIPT]), tts=tts)
+        llm = ScriptedLLM([reply for _, reply in SCRIPT])
+        pipeline = Pipeline(llm=llm, tts=tts, **pipeline_options())
         track = CustomAudioStreamTrack(loop)
         pipeline._set_loop_and_audio_track(loop, track)  # what JobContext.connect() does
         agent = OfflineAgent()

@@ -340,13 +340,15 @@ async def agent_session(
     realtime: bool = False,
     llm: ScriptedLLM | None = None,
     server_config: Any = None,
+    pipeline_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Harness]:
     """Start a server, an agent session around it, and tear everything down afterwards.
 
     ``faults``/``api_keys`` are in force from the start (e.g. for greeting failures); use
     ``harness.server.arm()``/``heal()`` to change them between turns.  ``engine``: the server's
     engine (default the 440 Hz tone); ``realtime``: the track plays at its real-time pace (as a
-    room does) instead of as fast as audio is ready.
+    room does) instead of as fast as audio is ready; ``pipeline_options``: more ``Pipeline``
+    arguments (``text_chunking=False``).
     """
     extra: dict[str, Any] = {} if server_config is None else {"config": server_config}
     server = await start_local_server(
@@ -370,7 +372,7 @@ async def agent_session(
         providers: Sequence[TTS] = [backup, lmnt] if backup_first else [lmnt, backup]
         tts = FallbackTTS(list(providers), temporary_disable_sec=0.3)
     llm = llm if llm is not None else ScriptedLLM(delay=llm_delay)
-    pipeline = Pipeline(llm=llm, tts=tts)
+    pipeline = Pipeline(llm=llm, tts=tts, **(pipeline_options or {}))
     loop = asyncio.get_running_loop()
     track = make_track(realtime=realtime)
     pipeline._set_loop_and_audio_track(loop, track)  # what JobContext.connect() does

@@ -21,6 +21,7 @@ from videosdk.agents import ChatRole, LLMResponse
 from agent_harness import SECONDS_PER_CHAR, ScriptedLLM, agent_session, deltas
 from lmnt_local.server import ServerConfig, ToneEngine
 from lmnt_local.server.engines import EngineChunk
+from videosdk.plugins.lmnt import pipeline_options
 from videosdk.plugins.lmnt.testing import start_local_server
 
 pytestmark = pytest.mark.asyncio
@@ -374,7 +375,11 @@ async def test_a_token_split_after_its_period_stays_whole_from_a_direct_caller()
     tts.audio_track = track
     drain = Drain(track)
     try:
-        await tts.synthesize(aiter_of(["It costs $5.", "50 today.", "Visit example.", "com now."]))
+        await tts.synthesize(
+            aiter_of(
+                ["It costs $5.", "50 today.", "Visit example.", "com now.", "Pay 1,", "000 yen."]
+            )
+        )
         await tts.synthesize(aiter_of(["Hello.", "How are you?"]))
     finally:
         await tts.aclose()
@@ -383,6 +388,7 @@ async def test_a_token_split_after_its_period_stays_whole_from_a_direct_caller()
     assert [t.strip() for t in engine.texts()] == [
         "It costs $5.50 today.",
         "Visit example.com now.",
+        "Pay 1,000 yen.",
         "Hello.",
         "How are you?",
     ]
@@ -406,3 +412,111 @@ async def test_a_split_token_is_read_whole_by_the_text_front_end() -> None:
         await server.stop()
     [said] = engine.texts()
     assert "five dollars and fifty cents" in said, said
+
+
+class TokenLLM(ScriptedLLM):
+    """Streams fixed deltas, as an OpenAI model does (leading spaces, "." and "," alone), and
+    waits ``gap`` seconds after the delta at ``gap_after``; notes when the next one is yielded."""
+
+    def __init__(self, tokens: list[str], gap_after: int = -1, gap: float = 0.0) -> None:
+        super().__init__(delay=0.002)
+        self.tokens = tokens
+        self.gap_after = gap_after
+        self.gap = gap
+        self.next_at = 0.0
+
+    async def chat(self, messages: Any, tools: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+        self.calls += 1
+        for i, token in enumerate(self.tokens):
+            await asyncio.sleep(self.gap if i == self.gap_after + 1 else self.delay)
+            if i == self.gap_after + 1:
+                self.next_at = time.monotonic()
+            yield LLMResponse(content=token, role=ChatRole.ASSISTANT)
+
+
+OPENAI_TOKENS = [
+    "Sure",
+    ",",
+    " it",
+    " costs",
+    " $",
+    "5",
+    ".",
+    "50",
+    " or",
+    " 1",
+    ",",
+    "000",
+    " yen",
+    ".",
+    " Here",
+    " is",
+    " more",
+    ".",
+]
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["framework chunker", "pipeline_options"])
+async def test_deltas_reach_the_server_as_written(chunking: bool) -> None:
+    """Item 1 with ``Pipeline(**pipeline_options())`` (no framework filter or chunker): the
+    plugin gets the LLM's own deltas and sends them verbatim (no space after "5." or "1,"), so
+    the server reads "$5.50" and "1,000" whole and cuts the sentences itself; with the
+    framework's chunker, sentences arrive stripped and get their space back.  Either way the
+    engine hears the same two sentences."""
+    engine = RecordingTone()
+    llm = TokenLLM(OPENAI_TOKENS)
+    options = {"text_filtering": False} if chunking else pipeline_options()
+    async with agent_session(
+        server_config=RAW, engine=engine, llm=llm, pipeline_options=options
+    ) as h:
+        result = await h.user_turn("price?", "")
+        assert result.idle and not h.errors
+        [record] = [r for r in h.server.server.sessions if r.texts]
+    assert "".join(record.texts).strip() == "Sure, it costs $5.50 or 1,000 yen. Here is more."
+    assert [t.strip() for t in engine.texts()] == [
+        "Sure, it costs $5.50 or 1,000 yen.",
+        "Here is more.",
+    ]
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["framework chunker", "pipeline_options"])
+async def test_without_the_framework_chunker_a_sentence_starts_at_its_end_mark(
+    chunking: bool,
+) -> None:
+    """Item 1, measured target: the framework's chunker hands a sentence over only when the
+    LLM's next delta arrives (it must see past the period); with ``text_chunking=False`` the
+    server starts the sentence the moment its period arrives.  The LLM waits 0.14 s after the
+    period (less than the chunker's 0.15 s idle flush): the ordering shows who waited."""
+    engine = RecordingTone()
+    period = OPENAI_TOKENS.index(" yen") + 1
+    llm = TokenLLM(OPENAI_TOKENS, gap_after=period, gap=0.14)
+    options = {"text_filtering": False} if chunking else pipeline_options()
+    async with agent_session(
+        server_config=RAW, engine=engine, llm=llm, pipeline_options=options
+    ) as h:
+        result = await h.user_turn("price?", "")
+        assert result.idle and not h.errors
+    started, text = engine.units[0]
+    assert text.strip() == "Sure, it costs $5.50 or 1,000 yen."
+    if chunking:
+        assert started >= llm.next_at, "the framework's chunker no longer waits for a delta"
+    else:
+        assert started < llm.next_at, "the first sentence waited for the LLM's next delta"
+
+
+@pytest.mark.parametrize(
+    "recommended", [False, True], ids=["Pipeline defaults", "pipeline_options"]
+)
+async def test_with_pipeline_options_the_server_reads_the_llms_money(recommended: bool) -> None:
+    """Why ``pipeline_options()`` turns the framework's text filter off: the filter rewrites
+    "$5.50" as "five point five zero dollars" before the plugin sees it; without it the
+    server's text front-end (on, as by default) gets "$5.50" and reads it as meant.  (If the
+    framework's filter ever reads money right, the first case fails: update the docs.)"""
+    engine = RecordingTone()
+    options = pipeline_options() if recommended else {}
+    async with agent_session(engine=engine, pipeline_options=options) as h:
+        result = await h.user_turn("price?", "It costs $5.50 today.")
+        assert result.idle and not h.errors
+    [said] = engine.texts()
+    meant = "five dollars and fifty cents" in said
+    assert meant == recommended, said

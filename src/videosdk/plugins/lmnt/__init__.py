@@ -10,6 +10,7 @@ of imports), which ``lmnt-local --version`` or a server-only process should not 
 
 from typing import TYPE_CHECKING, Any
 
+from .agent_text import pipeline_options
 from .errors import (
     LMNTAuthError,
     LMNTConnectionError,
@@ -34,6 +35,7 @@ __all__ = [
     "LMNTServerError",
     "LMNTTimeoutError",
     "__version__",
+    "pipeline_options",
 ]
 
 

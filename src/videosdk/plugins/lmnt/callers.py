@@ -11,6 +11,8 @@ import asyncio
 from typing import Any, Literal
 
 _Caller = Literal["fallback", "agent", "direct"]
+# What the items of the text stream are (see ``feed.TextFeed``).
+TextShape = Literal["sentences", "tokens", "pieces"]
 
 
 def _caller_of(tts: Any, frame: Any) -> tuple[_Caller, Any]:
@@ -61,3 +63,23 @@ def _end_first_audio_wait(speech: Any, callback: Any) -> None:
 
 
 _CALLBACKS: set[asyncio.Task[Any]] = set()
+
+
+def text_shape(speech: Any, text: object) -> TextShape:
+    """What the items of ``text`` are, as the caller hands them.
+
+    * ``"sentences"``: the framework's sentence chunker's output (the default ``Pipeline``):
+      whole sentences with the whitespace between them stripped.
+    * ``"tokens"``: the LLM's own deltas, the ``Pipeline`` built with ``text_chunking=False``:
+      already spaced as written, so they must reach the server verbatim ("5," + "000").  The
+      server is then the chunker, and it starts a sentence the moment it is complete instead
+      of when the framework's chunker sees the LLM's next token.
+    * ``"pieces"``: anyone else's iterator (or a str): stripped sentences or tokens, unknown.
+    """
+    if speech is None or isinstance(text, str):
+        return "pieces"
+    session = getattr(getattr(speech, "agent", None), "session", None)
+    pipeline = getattr(session, "pipeline", None)
+    if pipeline is not None and hasattr(pipeline, "chunker") and pipeline.chunker is None:
+        return "tokens"
+    return "sentences"

@@ -13,6 +13,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from .callers import TextShape
+
 logger = logging.getLogger("videosdk.plugins.lmnt")
 
 
@@ -40,10 +42,10 @@ def join_chunk(previous: str, chunk: str) -> str:
     """
     if not previous or not chunk or previous[-1].isspace() or chunk[0].isspace():
         return chunk
-    if previous[-1] == "." and (
-        chunk[0].islower() or (previous[-2:-1].isdigit() and chunk[0].isdigit())
-    ):
-        return chunk  # a token split after its period: "$5." + "50", "example." + "com"
+    if previous[-1] == "." and chunk[0].islower():
+        return chunk  # a token split after its period: "example." + "com"
+    if previous[-1] in ".," and previous[-2:-1].isdigit() and chunk[0].isdigit():
+        return chunk  # a number split after its separator: "$5." + "50", "1," + "000"
     if previous[-1] in _JOIN_AFTER:
         return " " + chunk
     return chunk
@@ -100,9 +102,9 @@ async def settle(task: asyncio.Task[Any]) -> None:
 class TextFeed:
     """Reads the caller's text once, keeping every item so a retry can replay it."""
 
-    def __init__(self, source: str | AsyncIterator[Any], *, sentences: bool = False) -> None:
+    def __init__(self, source: str | AsyncIterator[Any], *, shape: TextShape = "pieces") -> None:
         self._source = source
-        self._sentences = sentences  # items are the framework chunker's whole sentences
+        self._shape = shape  # see ``callers.text_shape``
         self.items: list[object] = []  # str or FLUSH
         self.done = False
         self.has_words = False  # a letter or digit has arrived
@@ -126,8 +128,9 @@ class TextFeed:
     def _add_text(self, text: str) -> None:
         if self._discard or not text:
             return
-        text = join_chunk(self._tail, text)
-        if self._sentences:
+        if self._shape != "tokens":  # an LLM's deltas are spaced as written
+            text = join_chunk(self._tail, text)
+        if self._shape == "sentences":
             text = end_sentence(text)
         self._tail = text
         if not self.has_words:

@@ -28,7 +28,7 @@ from lmnt_local.protocol import (
     SessionOptions,
 )
 
-from .callers import _caller_of, _end_first_audio_wait
+from .callers import _caller_of, _end_first_audio_wait, text_shape
 from .connection import ConnectionPool, ConnectionSettings
 from .errors import LMNTError, redact, redact_url
 from .feed import FeedRelease, TextFeed, has_word
@@ -433,8 +433,9 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         turn = Turn(
             options=options,
             # Inside the agent each item is a sentence (or a cut at a word boundary) from the
-            # framework's chunker: the feed ends each with the space it stripped.
-            feed=TextFeed(text, sentences=speech is not None and not isinstance(text, str)),
+            # framework's chunker, and the feed ends each with the space it stripped; or, with
+            # ``text_chunking=False``, an LLM delta sent as it is.
+            feed=TextFeed(text, shape=text_shape(speech, text)),
             sink=self._sink(track),
             pool=self._pool,
             retry=self.retry,

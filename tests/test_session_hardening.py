@@ -62,6 +62,7 @@ async def test_idle_means_no_client_message_not_no_pong_or_no_flush() -> None:
     assert still_talking, "the session of a client that kept talking was closed"
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")  # the module's asyncio mark
 def test_text_buffer_splits_as_rescanning_the_whole_buffer_would() -> None:
     """Piece by piece, the buffer finds exactly the sentences that rescanning all the unflushed
     text after every piece (the old way, O(buffer) a message) found."""

@@ -132,6 +132,8 @@ def allocate(
         return natural
     weights = np.maximum(np.asarray(raw, dtype=np.float64).reshape(-1), 0.0)
     active = natural > 0  # masked (zero) ids stay zero
+    if not active.any():
+        return natural  # nothing voiced: nothing to scale (and no share to divide by)
     total = round(float(natural.sum()) / speed)
     floor = 1.0 if total >= int(active.sum()) else 0.0
     if not (weights[active].sum() > 0):

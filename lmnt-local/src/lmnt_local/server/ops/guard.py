@@ -65,7 +65,9 @@ STATE_SCOPE_HEADER = "x-lmnt-local-state-scope"
 _PER_PROCESS = ("/v1/account", "/v1/ai/voice")
 #: ``request[CHARGE_KEY](chars)``: how a speech handler spends the key's character budget once
 #: the request is valid (None, or the refusal to answer with).
-CHARGE_KEY = "lmnt_charge"
+#: A typed ``web.RequestKey`` where aiohttp has one (3.14+: a plain str key warns there).
+_REQUEST_KEY: Any = getattr(web, "RequestKey", None)
+CHARGE_KEY: Any = _REQUEST_KEY("lmnt_charge", object) if _REQUEST_KEY else "lmnt_charge"
 
 
 class _Guarded(asyncio.Protocol):

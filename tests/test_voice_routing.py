@@ -184,6 +184,36 @@ def test_serve_start_line_names_the_voices_and_the_fallbacks() -> None:
     assert [line.strip() for line in lines[1:]] == [f"lmnt-local: note: {n}" for n in notes]
 
 
+def test_serve_with_workers_says_the_fallbacks_once() -> None:
+    """Under ``--workers 2`` the first worker says what speaks each name and every fallback,
+    once for all of them (the supervisor has no engine to ask; the others stay quiet)."""
+    notes = _auto().notes()  # none where every name has a voice of its gender installed
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()  # the supervisor's, after every worker is ready
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert ready.startswith("LMNT-compatible server on"), (ready, err)
+    lines = [line.strip() for line in err.splitlines()]
+    engine_lines = [line for line in lines if line.startswith("lmnt-local: speech engine: ")]
+    assert len(engine_lines) == 1, err
+    assert "ava, leah, lily, amy, elowen" in engine_lines[0] and " -> " in engine_lines[0]
+    for note in notes:
+        assert lines.count(f"lmnt-local: note: {note}") == 1, (note, err)
+    assert any(line.startswith("lmnt-local: 2 workers") for line in lines), err
+
+
 # -- item 4: every language answered --------------------------------------------------------
 
 

@@ -214,11 +214,17 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
     from lmnt_local.server.ops.runner import serve_until_signalled
 
     worker = args.reuse_port
+    # Workers are quiet, except that the first one says what speaks each voice name and every
+    # fallback, once for all of them: the supervisor has no engine of its own to ask.
+    reporter = not worker
     if worker:
-        from lmnt_local.server.ops.workers import die_with_supervisor
+        from lmnt_local.server.ops.workers import WORKER_INDEX_ENV, die_with_supervisor
 
         die_with_supervisor()
-    engine = cli._engine(args.engine, quiet=worker, voice_dirs=args.voice_dirs, announce=False)
+        reporter = os.environ.get(WORKER_INDEX_ENV) == "0"
+    engine = cli._engine(
+        args.engine, quiet=not reporter, voice_dirs=args.voice_dirs, announce=False
+    )
     config = ServerConfig(
         max_sessions=args.max_sessions,
         max_connections=args.max_connections,
@@ -261,6 +267,8 @@ async def _serve_one(args: argparse.Namespace, ctx: ssl.SSLContext | None, limit
                 f"with LMNT_WS_URL={ws_url}; SIGINT/SIGTERM drains and stops it"
             )
             _report_engine(engine, announce=False)
+        elif reporter:
+            _report_engine(engine, announce=True)
 
     await serve_until_signalled(
         server, drain_timeout=args.drain_timeout, on_stopping=stopping, on_ready=ready

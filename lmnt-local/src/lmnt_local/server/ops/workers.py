@@ -39,6 +39,7 @@ from lmnt_local.server.ops.runner import EXIT_HARD
 
 __all__ = [
     "SUPERVISOR_ENV",
+    "WORKER_INDEX_ENV",
     "Supervisor",
     "bound_socket",
     "default_workers",
@@ -53,6 +54,8 @@ _MAX_CRASHES = 5
 _CRASH_WINDOW = 60.0
 #: The supervisor's pid, as its workers are told it (they end when it does).
 SUPERVISOR_ENV = "_LMNT_SUPERVISOR_PID"
+#: Each worker's index (0 reports the engine and its voice notes for all of them).
+WORKER_INDEX_ENV = "_LMNT_WORKER_INDEX"
 _PR_SET_PDEATHSIG = 1
 _WATCH_INTERVAL = 0.5
 
@@ -180,7 +183,7 @@ class Supervisor:
         proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdout=asyncio.subprocess.PIPE,
-            env=self.env,
+            env={**self.env, WORKER_INDEX_ENV: str(index)},
             start_new_session=True,
         )
         self.procs[index] = proc

@@ -277,6 +277,21 @@ async def test_models(server: LocalLMNTServer) -> None:
     assert caught.value.body["code"] == "model_not_found"
 
 
+async def test_a_wrong_method_or_path_is_answered_in_openais_shape(server: LocalLMNTServer) -> None:
+    """The SDK's own request helpers, on a path or method the server does not route: OpenAI's
+    error envelope (the SDK reads ``error.message``), not LMNT's ``{"detail": ...}``."""
+    c = client(server)
+    with pytest.raises(openai.APIStatusError) as wrong_method:
+        await c.get("/audio/speech", cast_to=object)
+    assert wrong_method.value.status_code == 405
+    assert wrong_method.value.body["message"] == "GET is not allowed on /v1/audio/speech (use POST)"
+    assert wrong_method.value.response.headers["Allow"] == "POST"
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await c.post("/audio/transcriptions", cast_to=object, body={})
+    assert unknown.value.body["type"] == "invalid_request_error"
+    assert "/v1/audio/transcriptions" in unknown.value.body["message"]
+
+
 def test_every_openai_voice_maps_to_an_lmnt_voice() -> None:
     lmnt = {v.id: v.gender for v in TONE.voices()}
     female = {"alloy", "coral", "nova", "sage", "shimmer", "marin"}

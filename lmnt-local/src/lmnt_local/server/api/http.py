@@ -26,15 +26,35 @@ __all__ = ["HttpRoutes", "json_errors"]
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: Paths of the OpenAI-compatible API: their clients parse OpenAI's error envelope.
+_OPENAI_PATHS = ("/v1/audio/", "/v1/models")
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """aiohttp's plain-text 404/405 as LMNT's JSON bodies, in the request's API version."""
+    """aiohttp's plain-text 404/405 as JSON bodies: LMNT's, in the request's API version, or
+    OpenAI's under the OpenAI-compatible paths (its SDKs read ``error.message``)."""
     try:
         return await handler(request)
     except web.HTTPNotFound:
+        if request.path.startswith(_OPENAI_PATHS):
+            return _openai(404, f"Unknown request URL: {request.method} {request.path}")
         return error_response(request, 404, "not_found_error", "Not Found")
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as exc:
+        if request.path.startswith(_OPENAI_PATHS):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            return _openai(
+                405,
+                f"{request.method} is not allowed on {request.path} (use {allowed})",
+                headers={"Allow": allowed},
+            )
         return error_response(request, 405, "invalid_request_error", "Method Not Allowed")
+
+
+def _openai(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    from lmnt_local.server.api.openai import OpenAIError
+
+    return OpenAIError(status, message, headers=headers).response()
 
 
 class HttpRoutes:

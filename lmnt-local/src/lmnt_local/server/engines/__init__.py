@@ -1,4 +1,4 @@
-"""Speech engines of the local server, one module each, and the choice between them.
+"""Speech engines of the local server, one module or package each, and the choice between them.
 
 An engine turns a piece of text into mono s16 PCM at the rate the session asked for, plus the
 start and duration of every word in that audio. The server owns buffering, flushing, encoding

@@ -1,93 +1,37 @@
-"""The offline speech engine: espeak-ng driven through ``ctypes``.
+"""One ``synthesize()`` call of the espeak engine, spoken sentence by sentence.
 
-espeak-ng is the one engine that installs from PyPI alone (the ``espeakng-loader`` wheel carries
-the library and its data), needs no model download, speaks ~100 languages and runs about 1000x
-faster than real time. Its sound is robotic, but it is real speech with real word timings, which
-is what a local stand-in for LMNT needs.
-
-The library has process-wide state and is not re-entrant (two threads synthesizing at once crash
-the process), so this module owns exactly one initialisation, one lock and one worker thread.
-Every ``synthesize()`` call becomes an ``_Utterance`` that the worker speaks one sentence at a
-time; sentences of concurrent calls interleave in FIFO order, so one long text cannot hold the
-first sentence of another session hostage. The synth callback runs on the worker thread while
-espeak is inside ``espeak_Synth``; it resamples what it gets and hands finished chunks to the
-caller's event loop with ``call_soon_threadsafe``, so audio streams out while the rest of the
-text is still being spoken.
-
-The bundled espeak-ng is GPL-3.0-or-later, which is why it is the optional ``[local]`` extra.
+The synth callback's side: it times the words from espeak's WORD events, paces each sentence to
+``1 / speed`` of its length, resamples, and hands 20-100 ms chunks to the caller's event loop.
+Apart from the engine because this is the state the worker thread and the consumer share for one
+call; the engine only turns a request into one of these.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import ctypes
-import ctypes.util
 import math
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import soxr
 
-from lmnt_local.server.engines.base import (
-    LMNT_VOICES,
-    EngineChunk,
-    VoiceInfo,
-    WordTiming,
-    check_speed,
+from lmnt_local.server.engines.base import EngineChunk, WordTiming
+from lmnt_local.server.engines.espeak.library import (
+    _CHARS_UTF8,
+    _EE_OK,
+    _ENDPAUSE,
+    _EVENT_LIST_TERMINATED,
+    _EVENT_WORD,
+    _LOCK,
+    _PHONEMES,
+    _POS_CHARACTER,
+    _Runtime,
 )
-from lmnt_local.server.text.segment import CONTROL_CHARS, split_sentences
-
-__all__ = ["LANGUAGE_VOICES", "VOICE_VARIANTS", "EspeakEngine", "split_sentences"]
-
-# What the ``espeak`` extra installs; naming the package itself would fetch the index's 1.0.30.
-_INSTALL_HINT = "pip install 'espeakng-loader>=0.2.4,<0.3'"
-
-# speak_lib.h constants.
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INITIALIZE_DONT_EXIT = 0x8000  # without it a bad data path calls exit(1) inside the library
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 0x1
-_ENDPAUSE = 0x1000  # a sentence-final pause after every Synth call: sentences join naturally
-_PHONEMES = 0x100  # [[ ]] holds phoneme mnemonics (the text front-end's IPA, converted)
-_PARAM_RATE = 1
-_EVENT_LIST_TERMINATED = 0
-_EVENT_WORD = 1
-_EE_OK = 0
-
-# LMNT voice id -> espeak voice variant (a file in espeak-ng-data/voices/!v). Measured median
-# pitch with en-us: f3 216 Hz, f4 182 Hz, Annie 242 Hz, f2 200 Hz, f5 208 Hz (breathy),
-# m1 95 Hz, m3 107 Hz. Variants are language independent, so "de+f3" keeps Ava's character.
-VOICE_VARIANTS: dict[str, str] = {
-    "ava": "f3",  # clear, friendly
-    "leah": "f4",  # warm, lower female
-    "lily": "Annie",  # bright, the highest
-    "amy": "f2",  # calm narrator
-    "elowen": "f5",  # soft and airy (breathy variant)
-    "morgan": "m1",  # deep
-    "ansel": "m3",  # relaxed
-}
-
-# ISO-639-1 (LMNT's list, plus aliases) -> espeak voice file, where the plain code is not the
-# right file or not listed under that code. Everything else is looked up in espeak's own list.
-LANGUAGE_VOICES: dict[str, str] = {
-    "en": "en-us",  # LMNT's voices are American
-    "zh": "cmn",  # Mandarin; espeak lists it as "cmn"
-    "pt": "pt-br",  # Brazilian Portuguese: the common target; "pt-pt" gives Portugal
-    "pt-pt": "pt",
-    "fr": "fr",  # espeak lists French (France) as "fr-fr" but the file is "fr"
-    "en-gb": "en",
-    "no": "nb",
-}
-
-_DEFAULT_LANGUAGE_VOICE = "en-us"
 
 # Output chunking: at least 20 ms (except the very last chunk), at most 100 ms.
 _MIN_CHUNK_SECONDS = 0.020
@@ -99,7 +43,6 @@ _SILENCE_THRESHOLD = 128
 
 _WPM_PER_SPEED = 175
 _MIN_WPM, _MAX_WPM = 80, 450
-_PARAM_WORDGAP = 7  # extra pause between words, 10 ms units
 
 
 def _rate_and_gap(speed: float) -> tuple[int, int]:
@@ -116,178 +59,6 @@ def _rate_and_gap(speed: float) -> tuple[int, int]:
         return min(_MAX_WPM, round(wpm)), 0
     slower = (_MIN_WPM / wpm) ** 1.05  # what 80 wpm still lacks
     return _MIN_WPM, max(0, math.ceil((slower - 1) / 0.05))
-
-
-_MIN_RATE, _MAX_RATE = 8000, 48000
-
-_LOCK = threading.Lock()
-"""Held around every call into libespeak-ng: the library is not re-entrant."""
-
-
-class _EspeakEvent(ctypes.Structure):
-    _fields_ = (
-        ("type", ctypes.c_int),
-        ("unique_identifier", ctypes.c_uint),
-        ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("audio_position", ctypes.c_int),
-        ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p),
-        ("id", ctypes.c_char * 8),  # union { int; const char*; char[8] }
-    )
-
-
-class _EspeakVoice(ctypes.Structure):
-    _fields_ = (
-        ("name", ctypes.c_char_p),
-        ("languages", ctypes.c_void_p),
-        ("identifier", ctypes.c_char_p),
-        ("gender", ctypes.c_ubyte),
-        ("age", ctypes.c_ubyte),
-        ("variant", ctypes.c_ubyte),
-        ("xx1", ctypes.c_ubyte),
-        ("score", ctypes.c_int),
-        ("spare", ctypes.c_void_p),
-    )
-
-
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
-)
-
-
-def _locate_library() -> tuple[str, str | None]:
-    """Where libespeak-ng and its data are: the wheel first, then a system library.
-
-    Returns the library path and the data path (``None``: the system library's built-in one).
-    """
-    try:
-        import espeakng_loader
-    except ImportError:
-        pass
-    else:
-        library = str(espeakng_loader.get_library_path())
-        if Path(library).exists():
-            try:
-                return library, str(espeakng_loader.get_data_path())
-            except RuntimeError:
-                pass
-    found = ctypes.util.find_library("espeak-ng")
-    if found:
-        return found, None
-    raise RuntimeError(
-        "The local speech engine needs libespeak-ng: install it with "
-        f"{_INSTALL_HINT} (or the system package libespeak-ng1)."
-    )
-
-
-class _Runtime:
-    """The one initialised libespeak-ng of this process, with its worker thread."""
-
-    def __init__(self) -> None:
-        library_path, data_path = _locate_library()
-        try:
-            lib = ctypes.CDLL(library_path)
-        except OSError as exc:
-            raise RuntimeError(f"Cannot load {library_path} ({exc}); try {_INSTALL_HINT}") from exc
-        lib.espeak_Initialize.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = (_SYNTH_CALLBACK,)
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_SetVoiceByName.argtypes = (ctypes.c_char_p,)
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_ListVoices.argtypes = (ctypes.c_void_p,)
-        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
-        lib.espeak_Synth.argtypes = (
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        )
-        lib.espeak_Synth.restype = ctypes.c_int
-        self.lib = lib
-        data = data_path.encode() if data_path is not None else None
-        native_rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_DONT_EXIT
-        )
-        if native_rate <= 0:
-            raise RuntimeError(
-                f"espeak_Initialize failed ({native_rate}) with data path {data_path!r}; "
-                f"reinstall with {_INSTALL_HINT}"
-            )
-        self.native_rate: int = native_rate
-        # ctypes does not keep the trampoline alive: this reference must outlive every Synth.
-        self._callback = _SYNTH_CALLBACK(self._on_synth)
-        lib.espeak_SetSynthCallback(self._callback)
-        self.active: _Utterance | _Counter | None = None
-        self._voice: str | None = None
-        self.languages, self.voice_files = self._list_voices()
-        # One thread rather than the loop's default executor: jobs queued behind the lock would
-        # otherwise sit on executor threads that DNS lookups and file I/O need.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
-
-    def _list_voices(self) -> tuple[dict[str, str], frozenset[str]]:
-        """Language tag -> voice file name, and the set of voice file names (both lower case)."""
-        languages: dict[str, str] = {}
-        files: set[str] = set()
-        table = self.lib.espeak_ListVoices(None)
-        i = 0
-        while table[i]:
-            voice = table[i].contents
-            i += 1
-            if not voice.identifier or not voice.languages:
-                continue
-            file = voice.identifier.decode(errors="replace").rsplit("/", 1)[-1].lower()
-            files.add(file)
-            # languages: repeated (priority byte, NUL-terminated name), ended by a 0 priority.
-            address = voice.languages
-            while ctypes.string_at(address, 1)[0] != 0:
-                tag = ctypes.string_at(address + 1)
-                address += 2 + len(tag)
-                languages.setdefault(tag.decode(errors="replace").lower(), file)
-        return languages, frozenset(files)
-
-    def select(self, voice: str, wpm: int, gap: int = 0) -> None:
-        """Make ``voice`` current (caller holds ``_LOCK``); falls back rather than fails."""
-        if voice != self._voice:
-            base = voice.split("+", 1)[0]
-            for candidate in (voice, base, _DEFAULT_LANGUAGE_VOICE):
-                if self.lib.espeak_SetVoiceByName(candidate.encode()) == _EE_OK:
-                    break
-            else:
-                raise RuntimeError(f"espeak-ng has no voice {voice!r} and no English fallback")
-            self._voice = voice
-        self.lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
-        self.lib.espeak_SetParameter(_PARAM_WORDGAP, gap, 0)
-
-    def _on_synth(self, wav: Any, count: int, events: Any) -> int:
-        utterance = self.active
-        if utterance is None:
-            return 0
-        try:
-            return utterance.on_audio(wav, count, events)
-        except BaseException as exc:  # never let an exception unwind into C
-            utterance.fail(exc)
-            return 1
-
-
-_RUNTIME: _Runtime | None = None
-_RUNTIME_LOCK = threading.Lock()
-
-
-def _runtime() -> _Runtime:
-    global _RUNTIME
-    with _RUNTIME_LOCK:
-        if _RUNTIME is None:
-            with _LOCK:
-                _RUNTIME = _Runtime()
-        return _RUNTIME
 
 
 _TOKEN = re.compile(r"\S+")
@@ -648,131 +419,3 @@ class _Counter:
 
     def fail(self, exc: BaseException) -> None:
         self._cancelled.set()
-
-
-class EspeakEngine:
-    """LMNT's voices and languages mapped onto espeak-ng, streamed sentence by sentence.
-
-    Voices: each LMNT id picks an espeak variant (``VOICE_VARIANTS``); ids it does not know
-    (custom or cloned LMNT voices) speak with ``default_voice`` rather than failing, because a
-    local stand-in should keep a session alive. Languages: an ISO-639-1 code picks the espeak
-    language file and keeps the voice's variant (``de`` + Ava -> ``de+f3``); ``auto``, empty and
-    unknown codes speak English.
-
-    Word timings: ``start`` is when espeak's WORD event says the word begins; ``duration`` runs
-    to the next word's start (or the end of the sentence), minus the silence before it, i.e. to
-    the end of the word's own sound. Words are whitespace tokens (``"42"`` is one word although
-    espeak says two), except that runs of Chinese, Japanese, Thai... are split where espeak
-    splits them.
-    """
-
-    name = "espeak"
-
-    def __init__(
-        self, *, default_voice: str = "ava", voice_variants: Mapping[str, str] | None = None
-    ) -> None:
-        variants = dict(VOICE_VARIANTS)
-        variants.update({k.lower(): v for k, v in (voice_variants or {}).items()})
-        if default_voice.lower() not in variants:
-            raise ValueError(f"default_voice {default_voice!r} is not one of {sorted(variants)}")
-        self._variants = variants
-        self._default_variant = variants[default_voice.lower()]
-        self._runtime = _runtime()
-
-    @staticmethod
-    def available() -> bool:
-        """Whether a libespeak-ng can be found (without loading it): lets the server pick."""
-        try:
-            _locate_library()
-        except RuntimeError:
-            return False
-        return True
-
-    def voices(self) -> list[VoiceInfo]:
-        return list(LMNT_VOICES)
-
-    def has_voice(self, voice: str) -> bool:
-        return bool(voice)
-
-    def espeak_voice(self, voice: str, language: str) -> str:
-        """The espeak voice name a request speaks with, e.g. ``("ava", "de") -> "de+f3"``."""
-        variant = self._variants.get(voice.strip().lower(), self._default_variant)
-        return f"{self._language_file(language)}+{variant}"
-
-    def speaks(self, language: str) -> bool:
-        """Whether espeak-ng has a voice for ``language`` (``auto`` and empty: yes, English);
-        an unknown code would otherwise be read with English rules."""
-        tag = language.strip().lower().replace("_", "-")
-        if not tag or tag == "auto":
-            return True
-        files = self._runtime.voice_files
-        for candidate in (tag, tag.split("-", 1)[0]):
-            override = LANGUAGE_VOICES.get(candidate)
-            if override is not None and override in files:
-                return True
-            if candidate in self._runtime.languages:
-                return True
-        return False
-
-    def _language_file(self, language: str) -> str:
-        tag = language.strip().lower().replace("_", "-")
-        if not tag or tag == "auto":
-            return _DEFAULT_LANGUAGE_VOICE
-        files = self._runtime.voice_files
-        for candidate in (tag, tag.split("-", 1)[0]):
-            override = LANGUAGE_VOICES.get(candidate)
-            if override is not None and override in files:
-                return override
-            listed = self._runtime.languages.get(candidate)
-            if listed is not None:
-                return listed
-        return _DEFAULT_LANGUAGE_VOICE
-
-    @staticmethod
-    def phoneme_markup(ipa: str) -> str:
-        """IPA said as written, through espeak-ng's ``[[ ]]`` phoneme input (converted to its
-        mnemonics); one block per word, so each word keeps its own timing."""
-        from lmnt_local.server.text.lexicon import ipa_to_espeak
-
-        return " ".join(f"[[{ipa_to_espeak(word)}]]" for word in ipa.split())
-
-    async def synthesize(
-        self,
-        text: str,
-        *,
-        voice: str,
-        language: str,
-        sample_rate: int,
-        speed: float = 1.0,
-        seed: int | None = None,
-    ) -> AsyncIterator[EngineChunk]:
-        """``speed`` divides each sentence's length at speed 1 (espeak's rate and word gap,
-        then its trailing pause padded or trimmed: :func:`_rate_and_gap`); ``seed`` has
-        nothing to choose here: espeak is not random."""
-        if not _MIN_RATE <= sample_rate <= _MAX_RATE:
-            raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
-        check_speed(speed)
-        sentences = split_sentences(CONTROL_CHARS.sub(" ", text))
-        if not sentences:
-            return
-        utterance = _Utterance(
-            self._runtime,
-            asyncio.get_running_loop(),
-            sentences,
-            self.espeak_voice(voice, language),
-            speed,
-            sample_rate,
-        )
-        utterance.start()
-        try:
-            while True:
-                item = await utterance.queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            # aclose(), cancellation or an error: the callback aborts espeak at its next call,
-            # so the lock is free again within one ~60 ms buffer of synthesis (well under 1 ms).
-            utterance.cancel()

@@ -36,7 +36,7 @@ from videosdk.agents.tts.fallback_tts import FallbackTTS
 
 from lmnt_local.protocol import SessionOptions
 from lmnt_local.server import Faults, LocalLMNTServer, ServerConfig, ToneEngine
-from lmnt_local.server.api import session as server_session
+from lmnt_local.server.api import keys as server_keys
 from videosdk.plugins.lmnt import (
     LMNTTTS,
     LMNTConnectionError,
@@ -530,26 +530,26 @@ def test_cli_serves_on_loopback_by_default() -> None:
 def test_key_check_is_constant_time_and_compares_every_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    source = inspect.getsource(server_session.key_allowed)
+    source = inspect.getsource(server_keys.key_allowed)
     assert "hmac.compare_digest" in source
     assert "==" not in source.replace("hmac.compare_digest", "")
     calls: list[tuple[bytes, bytes]] = []
-    real = server_session.hmac.compare_digest
+    real = server_keys.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(server_session.hmac, "compare_digest", spy)
+    monkeypatch.setattr(server_keys.hmac, "compare_digest", spy)
     keys = ["key-one", "key-two", "key-three"]
-    assert server_session.key_allowed("key-one", keys)
+    assert server_keys.key_allowed("key-one", keys)
     assert len(calls) == 3  # no early exit on the first match: timing does not tell which
     calls.clear()
-    assert not server_session.key_allowed("key-on", keys)
+    assert not server_keys.key_allowed("key-on", keys)
     assert len(calls) == 3
-    assert not server_session.key_allowed("", keys)
-    assert not server_session.key_allowed("", None)
-    assert server_session.key_allowed("anything", None)
+    assert not server_keys.key_allowed("", keys)
+    assert not server_keys.key_allowed("", None)
+    assert server_keys.key_allowed("anything", None)
 
 
 @pytest.mark.parametrize(

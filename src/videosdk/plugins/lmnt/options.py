@@ -1,17 +1,19 @@
 """Checks on ``LMNTTTS`` options: the 1.0.30 ``ValueError``s for bad config, and ``ws_url`` policy.
 
 Shared by the constructor and per-call overrides, kept apart from the adapter so the rules a
-caller's configuration must meet are read in one place.
+caller's configuration must meet are read in one place (the constructor's connection keywords
+too: ``_check_connection_options``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import ssl as ssl_module
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from lmnt_local.protocol import FORMATS, SAMPLE_RATES
+from lmnt_local.protocol import FORMATS, LEGACY_VERSION, SAMPLE_RATES, TYPED_VERSIONS
 from lmnt_local.protocol.hosts import INSECURE_ENV, insecure_allowed_by_env, is_private_host
 
 from .errors import redact_url
@@ -91,3 +93,41 @@ def _check_url(url: Any, allow_insecure: bool) -> str:
             ".local/.internal/.svc names is allowed without either)."
         )
     return url
+
+
+def _check_connection_options(
+    *,
+    protocol_version: str,
+    connect_timeout: float,
+    receive_timeout: float,
+    close_timeout: float,
+    max_retries: int,
+    retry_backoff: float,
+    ssl: ssl_module.SSLContext | None,
+    ca_file: str | None,
+) -> ssl_module.SSLContext | None:
+    """The constructor's checks on the keywords 1.0.30 did not have; returns the TLS context to
+    use (one loaded from ``ca_file`` when no ``ssl`` is given)."""
+    if protocol_version not in (LEGACY_VERSION, *TYPED_VERSIONS):
+        raise ValueError(
+            f"protocol_version must be one of {LEGACY_VERSION}, {', '.join(TYPED_VERSIONS)}; "
+            f"got {protocol_version!r}"
+        )
+    timeouts = {
+        "connect_timeout": connect_timeout,
+        "receive_timeout": receive_timeout,
+        "close_timeout": close_timeout,
+    }
+    for name, value in timeouts.items():
+        _check_number(name, value, 0.001, 3600.0)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    _check_number("retry_backoff", retry_backoff, 0.0, 60.0)
+    if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+        raise ValueError("ssl must be an ssl.SSLContext or None")
+    if ca_file is not None and ssl is None:
+        try:
+            ssl = ssl_module.create_default_context(cafile=ca_file)
+        except (OSError, ssl_module.SSLError) as exc:
+            raise ValueError(f"ca_file {ca_file!r} could not be loaded: {exc}") from None
+    return ssl

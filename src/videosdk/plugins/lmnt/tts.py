@@ -5,7 +5,8 @@ A drop-in for ``videosdk-plugins-lmnt`` 1.0.30 (same constructor, keywords, defa
 rate the track really plays, every turn ends on a whole frame, failures before audio raise so
 ``FallbackTTS`` can retry the same turn, interrupts are immediate, and a warm connection is kept
 so a turn does not pay a TCP+TLS+WebSocket handshake.  The work is done by ``protocol``,
-``audio``, ``connection`` and ``turn``; this module validates options and talks to the framework.
+``audio``, ``connection`` and ``turn`` (the track side in ``sink``, the checks in ``options``);
+this module holds the instance's configuration and talks to the framework.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import ssl as ssl_module
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from videosdk.agents import TTS
@@ -36,21 +37,16 @@ from .options import (
     _OVERRIDABLE,
     DEFAULT_FORMAT,
     LMNT_SAMPLE_RATE,
-    _check_number,
+    _check_connection_options,
     _check_url,
     _FormatType,
     _LanguageCode,
     _SampleRate,
     _validate,
 )
-from .track import _playback_clock, _queued_samples
-from .turn import (
-    REUSABLE_FORMATS,
-    RetryPolicy,
-    Turn,
-    TurnSink,
-    _AfterAudio,
-)
+from .sink import TRACK_DEFAULT_RATE as TRACK_DEFAULT_RATE  # re-exported: tts.py was its home
+from .sink import claim_input_format, track_sink
+from .turn import REUSABLE_FORMATS, RetryPolicy, Turn, _AfterAudio
 from .words import WordAnnouncer
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE", "LMNTTTS", "LMNT_VERSION", "LMNT_WSS_URL"]
@@ -65,7 +61,6 @@ LMNT_CHANNELS = 1
 # endpoint, and the ``lmnt-version`` it sent (the legacy protocol, still this plugin's default).
 LMNT_WSS_URL: str = DEFAULT_WS_URL
 LMNT_VERSION: str = LEGACY_VERSION
-TRACK_DEFAULT_RATE = 24000  # what the framework's CustomAudioStreamTrack plays
 
 
 class LMNTTTS(TTS):  # type: ignore[misc]
@@ -135,25 +130,11 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             }
         )  # fmt: skip
         url = _check_url(ws_url or os.getenv("LMNT_WS_URL") or DEFAULT_WS_URL, allow_insecure)
-        if protocol_version not in (LEGACY_VERSION, *TYPED_VERSIONS):
-            raise ValueError(
-                f"protocol_version must be one of {LEGACY_VERSION}, {', '.join(TYPED_VERSIONS)}; "
-                f"got {protocol_version!r}"
-            )
-        timeouts = {"connect_timeout": connect_timeout, "receive_timeout": receive_timeout,
-                    "close_timeout": close_timeout}  # fmt: skip
-        for name, value in timeouts.items():
-            _check_number(name, value, 0.001, 3600.0)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        _check_number("retry_backoff", retry_backoff, 0.0, 60.0)
-        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
-            raise ValueError("ssl must be an ssl.SSLContext or None")
-        if ca_file is not None and ssl is None:
-            try:
-                ssl = ssl_module.create_default_context(cafile=ca_file)
-            except (OSError, ssl_module.SSLError) as exc:
-                raise ValueError(f"ca_file {ca_file!r} could not be loaded: {exc}") from None
+        ssl = _check_connection_options(
+            protocol_version=protocol_version, connect_timeout=connect_timeout,
+            receive_timeout=receive_timeout, close_timeout=close_timeout,
+            max_retries=max_retries, retry_backoff=retry_backoff, ssl=ssl, ca_file=ca_file,
+        )  # fmt: skip
 
         super().__init__(
             sample_rate=sample_rate, num_channels=LMNT_CHANNELS, word_timestamps=word_timestamps
@@ -297,96 +278,6 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         except Exception as exc:
             logger.warning("LMNT prewarm failed (the first turn will connect): %s", exc)
 
-    def _sink(self, track: Any) -> TurnSink:
-        rate = getattr(track, "sample_rate", None)
-        if isinstance(rate, bool) or not isinstance(rate, int) or not 4000 <= rate <= 192000:
-            rate = TRACK_DEFAULT_RATE  # e.g. stream_synthesize's QueueTrack, which has none
-        chunk = getattr(track, "chunk_size", None)
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0 or chunk % 2:
-            chunk = rate // 50 * 2
-
-        def pending() -> int | None:
-            buf = getattr(track, "audio_data_buffer", None)
-            return len(buf) if isinstance(buf, bytes | bytearray) else None
-
-        async def push(pcm: bytes) -> None:
-            await track.add_new_bytes(pcm)
-
-        def queued_seconds() -> float | None:
-            samples = _queued_samples(track)
-            return None if samples is None else samples / rate
-
-        announcer: WordAnnouncer | None = None
-        if self.supports_word_timestamps:
-            # Finished ones go; one still announcing a turn that is playing stays, but only
-            # for words whose audio is still on the track: what was cleared from it (or never
-            # pushed, the superseded turn) will never be heard.
-            self._announcers = {a for a in self._announcers if not a.idle}
-            queued = _queued_samples(track)
-            if queued is not None and isinstance(track.sample_rate, int):
-                for old in self._announcers:
-                    old.keep_within(queued / track.sample_rate)
-            announcer = WordAnnouncer(self._emit_word, _playback_clock(track))
-            self._announcers.add(announcer)
-
-        first_sent = False  # per call: one synthesize() is one turn (not per instance)
-
-        async def first_audio() -> None:
-            nonlocal first_sent
-            if announcer is not None:
-                announcer.audio_started()
-            if not first_sent:
-                first_sent = self._first_chunk_sent = True
-                if self._first_audio_callback is not None:
-                    await self._first_audio_callback()
-
-        return TurnSink(
-            push=push,
-            on_first_audio=first_audio,
-            out_rate=rate,
-            frame_bytes=chunk,
-            pending_bytes=pending,
-            queued_seconds=queued_seconds,
-            on_words=announcer.add if announcer is not None else None,
-        )
-
-    def _claim_input_format(self, track: Any) -> Callable[[], None]:
-        """Make the shared track take our PCM as it is, for our turns only; returns the undo.
-
-        Our audio is always at the track's own rate, so with no declaration (or a matching one)
-        the track's converter is an identity and nothing is declared.  Another producer (a
-        second TTS, a realtime model) may have declared its own rate and go on pushing audio
-        without declaring again: its declaration is put back when our last overlapping turn
-        ends (a turn superseded by the next must not restore it under that next turn).
-        """
-        declare = getattr(track, "set_input_format", None)
-        rate, channels = getattr(track, "sample_rate", None), getattr(track, "channels", 1)
-        if not callable(declare) or not isinstance(rate, int):
-            return lambda: None
-
-        def current() -> tuple[Any, Any]:
-            return getattr(track, "_input_sample_rate", None), getattr(track, "_input_channels", 1)
-
-        claim = self._format_claims.get(id(track))
-        if claim is None:
-            previous, previous_channels = current()
-            if previous is None or (previous, previous_channels or 1) == (rate, channels):
-                return lambda: None
-            claim = self._format_claims[id(track)] = [previous, previous_channels or 1, 0]
-        if current() != (rate, channels):
-            declare(rate, channels)
-        claim[2] += 1
-
-        def restore() -> None:
-            claim[2] -= 1
-            if claim[2] > 0:
-                return
-            self._format_claims.pop(id(track), None)
-            if current() == (rate, channels):  # unless someone declared meanwhile
-                declare(claim[0], claim[1])
-
-        return restore
-
     def _emit_word(self, word: str, cumulative: str) -> None:
         self.emit("word_spoken", {"word": word, "cumulative_text": cumulative})
 
@@ -436,7 +327,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
             # framework's chunker, and the feed ends each with the space it stripped; or, with
             # ``text_chunking=False``, an LLM delta sent as it is.
             feed=TextFeed(text, shape=text_shape(speech, text)),
-            sink=self._sink(track),
+            sink=track_sink(self, track),
             pool=self._pool,
             retry=self.retry,
             receive_timeout=self.receive_timeout,
@@ -457,7 +348,7 @@ class LMNTTTS(TTS):  # type: ignore[misc]
         # Only a FallbackTTS with another provider can use text this turn did not read.
         turn.await_acceptance = caller == "fallback"
         self._turns[turn] = track
-        restore_format = self._claim_input_format(track)
+        restore_format = claim_input_format(self._format_claims, track)
         try:
             await turn.run()
         except _AfterAudio as exc:

@@ -2,9 +2,10 @@
 
 The framework hands ``synthesize()`` an async iterator it owns, so text can be read only once.
 ``TextFeed`` (in ``feed``) reads it exactly once and remembers every item, which lets a retry on
-a fresh connection resend what was already pulled instead of losing it.  The receive side
-decides, in one place, what ends a turn: the server's close after end-of-stream, an error frame,
-a dropped socket, silence past the deadline, or ``interrupt()``.
+a fresh connection resend what was already pulled instead of losing it.  This module starts,
+retries and feeds a turn; the receive side (``receiving``) decides, in one place, what ends it:
+the server's close after end-of-stream, an error frame, a dropped socket, silence past the
+deadline, or ``interrupt()``; ``playout`` puts its audio on the track.
 """
 
 from __future__ import annotations
@@ -14,37 +15,26 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 from lmnt_local.protocol import (
-    Audio,
-    ErrorFrame,
-    Extras,
-    FlushComplete,
-    ProtocolViolation,
-    ResetComplete,
     SessionOptions,
-    Timestamps,
     encode_client_eof,
     encode_client_flush,
     encode_client_text,
 )
 
-from .audio import AudioDecodeError, AudioPipeline
-from .connection import Closed, ConnectionPool, LMNTConnection, error_from_frame
-from .errors import (
-    LMNTConnectionError,
-    LMNTError,
-    LMNTProtocolError,
-    LMNTRateLimitError,
-    LMNTTimeoutError,
-)
+from .audio import AudioPipeline
+from .connection import ConnectionPool, LMNTConnection
+from .errors import LMNTError, LMNTRateLimitError, LMNTTimeoutError
 from .feed import FLUSH, settle
 from .feed import FeedRelease as FeedRelease  # re-exported: turn.py was their home
 from .feed import TextFeed as TextFeed
 from .feed import join_chunk as join_chunk
+from .playout import TurnSink as TurnSink  # re-exported: turn.py was its home
+from .receiving import _INTERRUPTED, _NOTHING_TO_SAY, _WAKE, _Receiving
+from .receiving import _REFUSING_CLOSE_CODES as _REFUSING_CLOSE_CODES
+from .receiving import _AfterAudio as _AfterAudio
 from .sending import (
     MAX_MESSAGE_CHARS,
     MESSAGES_PER_SECOND,
@@ -52,16 +42,9 @@ from .sending import (
     SendPacer,
     TextCursor,
 )
-from .words import TimedWord, WordTimeline
+from .words import WordTimeline
 
 logger = logging.getLogger("videosdk.plugins.lmnt")
-
-_INTERRUPTED = object()  # put in a connection's queue to wake the receiver
-_NOTHING_TO_SAY = object()  # the text held no words: the connection was never used
-_WAKE = object()  # audio became owed: the receiver must start its silence deadline
-# Close codes that reject the request itself (protocol error, unsupported or invalid data,
-# policy, too big, missing extension): retrying the same request cannot help.
-_REFUSING_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 
 
 # Formats whose stream can be cut at any flush: a reused typed session hands the next turn a
@@ -81,22 +64,8 @@ class RetryPolicy:
         return float(base * (0.5 + random.random() / 2))
 
 
-@dataclass
-class TurnSink:
-    """Where a turn's audio goes, and what it calls on the way (the framework adapter)."""
-
-    push: Callable[[bytes], Awaitable[None]]
-    on_first_audio: Callable[[], Awaitable[None]]
-    out_rate: int
-    frame_bytes: int
-    pending_bytes: Callable[[], int | None] = lambda: None
-    #: Seconds of audio queued on the track, not yet played (None: the track cannot tell).
-    queued_seconds: Callable[[], float | None] = lambda: None
-    on_words: Callable[[list[TimedWord]], None] | None = None
-
-
 @dataclass(eq=False)  # identity: the adapter keeps its running turns in a dict
-class Turn:
+class Turn(_Receiving):
     """State of one ``synthesize()`` call."""
 
     options: SessionOptions
@@ -365,231 +334,9 @@ class Turn:
     # arrived" forever, but never gets anywhere.
     _flow_anchor: float | None = None  # when the flow clock started
     _flow_audio: float = 0.0  # seconds of audio received since then
-    # A server slower than real time is choppy but still speaking; one below this fraction of
-    # real time is dripping, not speaking.
-    MIN_FLOW_RATE = 0.25
-
-    def _owe(self, conn: LMNTConnection) -> None:
-        if self._owed_since is None:
-            self._owed_since = time.monotonic()
-            conn.events.put_nowait(_WAKE)  # type: ignore[arg-type]
-        if self._flow_anchor is None:
-            # Audio the listener still holds counts as flow already made: a server that
-            # renders the next sentence just in time is not dripping.
-            now = time.monotonic()
-            self._flow_anchor, self._flow_audio = now, max(0.0, self._dry_at() - now)
 
     # When the listener would run out of audio, had it been playing since the first push at
     # real time: what the deadline uses when the track cannot say what it still holds.
     _model_dry_at: float = 0.0
 
     _track_dry_at: float = 0.0  # when the track last said it would run dry
-
-    def _dry_at(self) -> float:
-        """When the listener runs (or ran) out of the audio it was given (monotonic time)."""
-        queued = self.sink.queued_seconds()
-        if queued is None:
-            return self._model_dry_at
-        if queued > 0:
-            self._track_dry_at = time.monotonic() + queued
-        # A track nobody plays (or a paused one) would hold its audio forever: never later
-        # than real-time playback from each push, so the time to an error stays bounded.
-        return min(self._track_dry_at, self._model_dry_at)
-
-    def _deadline(self) -> float | None:
-        """Silence is only a failure once the listener has run dry: a server that renders the
-        next sentence just in time (the neural engine under load does, on purpose) is on time
-        as long as audio is still playing.  From then on ``receive_timeout`` bounds the wait."""
-        if self._owed_since is None:
-            return None
-        silence = max(self._owed_since, self._dry_at()) + self.receive_timeout
-        if self._flow_anchor is None:
-            return silence
-        # A server dripping a few bytes at a time renews "something arrived" forever.
-        flow = self._flow_anchor + self._flow_audio / self.MIN_FLOW_RATE + self.receive_timeout
-        return min(silence, flow)
-
-    def _fail(self, exc: LMNTError) -> NoReturn:
-        """Before audio: raise (the caller or FallbackTTS can retry). After: report and stop."""
-        conn = self.conn
-        if self.request_id is None and conn is not None:
-            self.request_id = conn.request_id
-        if exc.request_id is None and self.request_id is not None:
-            exc.request_id = self.request_id
-        exc.scrub(self.options.api_key)
-        if not self.audio_started:
-            raise exc
-        raise _AfterAudio(exc)
-
-    async def _receive(
-        self, conn: LMNTConnection, pipeline: AudioPipeline, sender: asyncio.Task[None]
-    ) -> bool:
-        """Returns True if the connection can serve another turn (unused, or a typed session
-        whose every flush was answered)."""
-        self._eof_sent = False
-        self._final_nonce = None
-        self._completed_nonce = conn.nonce
-        self._owed_since = None
-        self._flow_anchor = None
-        while True:
-            if self._final_nonce is not None and self._completed_nonce >= self._final_nonce:
-                await self._finish_audio(pipeline)
-                return True  # every flush answered: the session can serve the next turn
-            deadline = self._deadline()
-            try:
-                if deadline is None:
-                    ev = await conn.events.get()
-                else:
-                    async with asyncio.timeout_at(
-                        asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
-                    ):
-                        ev = await conn.events.get()
-            except TimeoutError:
-                later = self._deadline()
-                if later is not None and later > time.monotonic() + 0.001:
-                    continue  # the track played slower than thought: the deadline moved on
-                if self._owed_since is not None and time.monotonic() < (
-                    self._owed_since + self.receive_timeout - 0.001
-                ):
-                    self._fail(
-                        LMNTTimeoutError(
-                            f"LMNT audio arrives far slower than real time: "
-                            f"{self._flow_audio:.2f} s "
-                            f"of audio in {time.monotonic() - (self._flow_anchor or 0):.2f} s "
-                            f"(receive_timeout {self.receive_timeout:g} s)"
-                        )
-                    )
-                what = "audio" if not self.audio_started else "the rest of the audio"
-                self._fail(
-                    LMNTTimeoutError(
-                        f"LMNT server sent nothing for {self.receive_timeout:g} s while {what} "
-                        "was expected"
-                    )
-                )
-            if self.interrupted or ev is _INTERRUPTED:
-                return False
-            if ev is _NOTHING_TO_SAY:
-                return True
-            if ev is _WAKE:
-                continue
-            if isinstance(ev, Audio):
-                if self._eof_sent:
-                    self._owed_since = time.monotonic()
-                elif self._owed_since is not None:
-                    self._owed_since = self._flow_anchor = None  # the flush was answered
-                decoded = pipeline.seconds_decoded
-                received = pipeline.seconds_received
-                try:
-                    pcm = await pipeline.afeed(ev.data)
-                except AudioDecodeError as exc:
-                    self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
-                seconds = len(pcm) / 2 / self.sink.out_rate
-                if self._flow_anchor is not None:
-                    self._flow_audio += seconds
-                if self._timeline is not None:
-                    # Stream time, not output length: the resampler holds output back; and
-                    # where the format tells, the bytes received, not decoded: so does the
-                    # decoder.
-                    self._timeline.delay = pipeline.codec_delay  # the stream's own rate now
-                    now_received = pipeline.seconds_received
-                    if now_received is not None:
-                        if received is None:  # the stream's first frame header: from 0
-                            received = 0.0
-                        self._timeline.audio_span(received, now_received)
-                    else:
-                        self._timeline.audio(pipeline.seconds_decoded - decoded)
-                await self._push(pcm)
-            elif isinstance(ev, Closed):
-                if self._eof_sent and ev.code == 1000 and self._resume_at is not None:
-                    await self._finish_audio(pipeline, pad=False)  # the turn goes on
-                    return False
-                if self._eof_sent and ev.code == 1000:
-                    await self._finish_audio(pipeline)
-                    if not self.audio_started and self.feed.has_words:
-                        # Without this the framework would wait 10 s for a first byte.
-                        self._fail(
-                            LMNTProtocolError("LMNT server ended the stream without any audio")
-                        )
-                    return False
-                self._fail(self._closed_error(ev))
-            elif isinstance(ev, ErrorFrame):
-                self._fail(error_from_frame(ev, self.options.api_key))
-            elif isinstance(ev, ProtocolViolation):
-                self._fail(LMNTProtocolError(f"LMNT protocol error: {ev.reason}"))
-            elif isinstance(ev, Extras | Timestamps):
-                if self._timeline is not None and self.sink.on_words is not None:
-                    words = (
-                        self._timeline.extras(list(ev.durations))
-                        if isinstance(ev, Extras)
-                        else self._timeline.timestamps(list(ev.items))
-                    )
-                    if words:
-                        self.sink.on_words(words)
-            elif isinstance(ev, FlushComplete | ResetComplete):
-                if self._timeline is not None:
-                    self._timeline.segment_boundary()
-                if isinstance(ev, FlushComplete):
-                    self._completed_nonce = max(self._completed_nonce, ev.nonce)
-                    if not self._eof_sent:
-                        self._owed_since = self._flow_anchor = None
-
-    def _closed_error(self, ev: Closed) -> LMNTError:
-        when = "before any audio" if not self.audio_started else "mid-stream"
-        detail = f"code {ev.code}" + (f": {ev.reason}" if ev.reason else "")
-        if ev.local:
-            return LMNTProtocolError(f"LMNT server broke the WebSocket protocol {when} ({detail})")
-        err = LMNTConnectionError(f"LMNT connection closed {when} ({detail})")
-        if ev.code in _REFUSING_CLOSE_CODES:
-            err.retryable = False  # the server refused this request; it would refuse it again
-        return err
-
-    async def _finish_audio(self, pipeline: AudioPipeline, pad: bool = True) -> None:
-        try:
-            await self._push(await pipeline.aflush())
-        except AudioDecodeError as exc:
-            self._fail(LMNTProtocolError(f"LMNT audio could not be decoded: {exc}"))
-        if pad:
-            await self._pad()
-
-    async def _push(self, pcm: bytes) -> None:
-        if not pcm or self.interrupted:
-            return
-        first = not self.audio_started
-        if first:
-            self.audio_started = True
-            await self.sink.on_first_audio()
-            if self.interrupted:
-                return
-        if first:  # what the track still held from before this turn plays first
-            self._model_dry_at = time.monotonic() + (self.sink.queued_seconds() or 0.0)
-        await self.sink.push(pcm)
-        self.pushed_bytes += len(pcm)
-        now = time.monotonic()
-        self._model_dry_at = max(self._model_dry_at, now) + len(pcm) / 2 / self.sink.out_rate
-        if first:
-            self._warm_next()
-
-    def _warm_next(self) -> None:
-        """Open the next turn's connection, but only once this turn's first audio is out: its
-        handshake would otherwise compete with this turn's text and first audio."""
-        if self.warm and not self.reuse_session:
-            self.pool.prepare_spare(self.options)
-
-    async def _pad(self) -> None:
-        """End on a whole 20 ms frame, so no stray bytes stall the track or shift the next turn."""
-        if self.interrupted or not self.audio_started:
-            return
-        pending = self.sink.pending_bytes()
-        basis = pending if pending is not None else self.pushed_bytes
-        missing = (-basis) % self.sink.frame_bytes
-        if missing:
-            await self.sink.push(bytes(missing))
-            self.pushed_bytes += missing
-
-
-class _AfterAudio(Exception):
-    """A failure after audio reached the track: reported, not raised to the framework."""
-
-    def __init__(self, error: LMNTError) -> None:
-        super().__init__(str(error))
-        self.error = error

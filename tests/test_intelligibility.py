@@ -9,13 +9,14 @@ the word error rate must stay under a bound per engine, set from measurements wi
 engine        measured WER, 11 sentences      bound
 ============  ==============================  =============
 neural        0.33-0.41 (issue), 0.37 here    0.55
-espeak        0.91-0.93                       0.975
+espeak        0.91-0.99                       (forced choice instead: see its test)
 tone          1.00                            (must fail)
 ============  ==============================  =============
 
 The same check must fail for the tone engine and for the neural engine's own audio garbled
 (time-reversed; shuffled in 100 ms blocks): a bound that passes those measures nothing.  The
-default run checks four sentences; ``-m slow`` runs all eleven for neural and espeak.
+default run checks four sentences; ``-m slow`` runs all eleven for neural, and a forced choice
+between readings for espeak.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ pytest.importorskip("pocketsphinx", reason="the intelligibility test needs the [
 pytestmark = pytest.mark.timeout(180)
 
 SHORT = SENTENCES[:4]
-BOUNDS = {"neural": 0.55, "espeak": 0.975, "tone": 0.5}
+BOUNDS = {"neural": 0.55, "tone": 0.5}
 SHORT_BOUND = 0.5  # neural measured 0.14-0.24 on these four
 
 
@@ -85,12 +86,30 @@ async def test_a_tone_is_not_speech() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["neural", "espeak"])
-async def test_eleven_sentences_per_engine(name: str, piper_engine: Any) -> None:
+async def test_eleven_sentences_neural(piper_engine: Any) -> None:
+    audios = await _speak_all(piper_engine, SENTENCES)
+    assert_intelligible(SENTENCES, audios, BOUNDS["neural"])
+    with pytest.raises(AssertionError, match="word error rate"):
+        assert_intelligible(SENTENCES, [_shuffled(a) for a in audios], BOUNDS["neural"])
+
+
+@pytest.mark.slow
+async def test_espeak_says_each_sentence_rather_than_another() -> None:
+    """espeak-ng is intelligible to people but not to pocketsphinx's free recognition (WER
+    0.93-0.99 from run to run, where its own garbled audio scores 0.98-1.0: a WER bound there
+    measured noise).  A forced choice is sharp: each sentence's audio must align better with
+    its own text than with the next Harvard sentence's.  Measured: 11/11; shuffled in 100 ms
+    blocks 3/11, time-reversed 4/11; the tone 0/11."""
     from lmnt_local.server.engines import make_engine
 
-    engine = piper_engine if name == "neural" else make_engine(name)
-    audios = await _speak_all(engine, SENTENCES)
-    assert_intelligible(SENTENCES, audios, BOUNDS[name])
-    with pytest.raises(AssertionError, match="word error rate"):
-        assert_intelligible(SENTENCES, [_shuffled(a) for a in audios], BOUNDS[name])
+    from reading_helpers import says
+
+    audios = await _speak_all(make_engine("espeak"), SENTENCES)
+    n = len(SENTENCES)
+
+    def chosen(garble: Any) -> int:
+        return sum(says(garble(audios[i]), SENTENCES[i], SENTENCES[(i + 1) % n]) for i in range(n))
+
+    assert chosen(lambda pcm: pcm) >= n - 1
+    assert chosen(_shuffled) <= n // 2
+    assert chosen(_reversed) <= n // 2

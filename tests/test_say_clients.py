@@ -301,3 +301,37 @@ def test_speed_out_of_range_is_a_usage_error(
     err = capsys.readouterr().err
     assert "between 0.25 and 2.0" in err or "not a number" in err
     assert _names(tmp_path) == []
+
+
+async def test_the_bare_client_reports_what_a_server_said_before_closing_mid_send() -> None:
+    """A server that says why it refuses and drops the connection while the bare client is
+    still sending (a failing server process does this): the client reports the server's
+    message, never its own write error ("Cannot write to closing transport" crashed ``say``
+    with a traceback; found by CI, 100 of 100 attempts against this server before the fix)."""
+    from aiohttp import web
+
+    from lmnt_local.cli.client import ClientFailure, speak_bare
+
+    async def refuse(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"error": "voice not found"}')
+        assert request.transport is not None
+        request.transport.abort()  # gone at once
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/ai/speech/stream", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/v1/ai/speech/stream"
+    try:
+        for _ in range(5):
+            with pytest.raises(ClientFailure) as failed:
+                async with asyncio.timeout(20):
+                    await speak_bare("Hello there. " * 50, ws_url=url, api_key="k")
+            assert "voice not found" in str(failed.value)
+    finally:
+        await runner.cleanup()

@@ -213,10 +213,16 @@ async def _run_turn(
         ) from None
     decoder = ClientDecoder(options.version)
     async with ws:
-        await ws.send_str(options.encode_init())
-        for piece in pieces:
-            await ws.send_str(encode_client_text(piece, options.version))
-        await ws.send_str(encode_client_eof(options.version))
+        try:
+            await ws.send_str(options.encode_init())
+            for piece in pieces:
+                await ws.send_str(encode_client_text(piece, options.version))
+            await ws.send_str(encode_client_eof(options.version))
+        except (aiohttp.ClientError, ConnectionError):
+            # The server closed while we were still sending (it refused the session or failed
+            # before audio): what it said before closing is read below and reported, rather
+            # than this write error.
+            pass
         for _ in range(10_000_000):  # bounded: the server closes after eof
             try:
                 msg = await ws.receive(timeout=RECEIVE_TIMEOUT)

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from lmnt_local.protocol import TYPED_VERSIONS, VERSIONS
-from lmnt_local.server.api.session import key_allowed
+from lmnt_local.server.api.keys import key_allowed
 from lmnt_local.server.ops.logs import request_id as current_request_id
 
 __all__ = [

@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from lmnt_local.protocol import has_lone_surrogate
-from lmnt_local.server.api.session import key_allowed
+from lmnt_local.server.api.keys import key_allowed
 from lmnt_local.server.api.speech import engine_pcm
 from lmnt_local.server.api.voice_ids import known_voice
 from lmnt_local.server.config import ServerConfig

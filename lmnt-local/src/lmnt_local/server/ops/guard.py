@@ -26,7 +26,7 @@ from aiohttp import web
 
 from lmnt_local.server.api.errors import error_response, refusal
 from lmnt_local.server.api.intake import FirstMessage
-from lmnt_local.server.api.session import key_allowed
+from lmnt_local.server.api.keys import key_allowed
 from lmnt_local.server.ops.health import Health
 from lmnt_local.server.ops.limits import KeyLimits
 from lmnt_local.server.ops.logs import request_id

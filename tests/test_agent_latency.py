@@ -456,15 +456,11 @@ OPENAI_TOKENS = [
 ]
 
 
-@pytest.mark.parametrize("chunking", [True, False], ids=["framework chunker", "pipeline_options"])
-async def test_deltas_reach_the_server_as_written(chunking: bool) -> None:
-    """Item 1 with ``Pipeline(**pipeline_options())`` (no framework filter or chunker): the
-    plugin gets the LLM's own deltas and sends them verbatim (no space after "5." or "1,"), so
-    the server reads "$5.50" and "1,000" whole and cuts the sentences itself; with the
-    framework's chunker, sentences arrive stripped and get their space back.  Either way the
-    engine hears the same two sentences."""
+async def _token_turn(llm: TokenLLM, chunking: bool) -> tuple[RecordingTone, str]:
+    """One agent turn of ``llm``'s deltas, through the framework's chunker (its text filter
+    off, so "$5.50" stays written) or with ``pipeline_options()``: the engine that spoke it
+    and the text the server received."""
     engine = RecordingTone()
-    llm = TokenLLM(OPENAI_TOKENS)
     options = {"text_filtering": False} if chunking else pipeline_options()
     async with agent_session(
         server_config=RAW, engine=engine, llm=llm, pipeline_options=options
@@ -472,7 +468,18 @@ async def test_deltas_reach_the_server_as_written(chunking: bool) -> None:
         result = await h.user_turn("price?", "")
         assert result.idle and not h.errors
         [record] = [r for r in h.server.server.sessions if r.texts]
-    assert "".join(record.texts).strip() == "Sure, it costs $5.50 or 1,000 yen. Here is more."
+    return engine, "".join(record.texts)
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["framework chunker", "pipeline_options"])
+async def test_deltas_reach_the_server_as_written(chunking: bool) -> None:
+    """Item 1 with ``Pipeline(**pipeline_options())`` (no framework filter or chunker): the
+    plugin gets the LLM's own deltas and sends them verbatim (no space after "5." or "1,"), so
+    the server reads "$5.50" and "1,000" whole and cuts the sentences itself; with the
+    framework's chunker, sentences arrive stripped and get their space back.  Either way the
+    engine hears the same two sentences."""
+    engine, received = await _token_turn(TokenLLM(OPENAI_TOKENS), chunking)
+    assert received.strip() == "Sure, it costs $5.50 or 1,000 yen. Here is more."
     assert [t.strip() for t in engine.texts()] == [
         "Sure, it costs $5.50 or 1,000 yen.",
         "Here is more.",
@@ -487,15 +494,9 @@ async def test_without_the_framework_chunker_a_sentence_starts_at_its_end_mark(
     LLM's next delta arrives (it must see past the period); with ``text_chunking=False`` the
     server starts the sentence the moment its period arrives.  The LLM waits 0.14 s after the
     period (less than the chunker's 0.15 s idle flush): the ordering shows who waited."""
-    engine = RecordingTone()
     period = OPENAI_TOKENS.index(" yen") + 1
     llm = TokenLLM(OPENAI_TOKENS, gap_after=period, gap=0.14)
-    options = {"text_filtering": False} if chunking else pipeline_options()
-    async with agent_session(
-        server_config=RAW, engine=engine, llm=llm, pipeline_options=options
-    ) as h:
-        result = await h.user_turn("price?", "")
-        assert result.idle and not h.errors
+    engine, _ = await _token_turn(llm, chunking)
     started, text = engine.units[0]
     assert text.strip() == "Sure, it costs $5.50 or 1,000 yen."
     if chunking:

@@ -163,16 +163,21 @@ async def test_the_playground_shows_what_speaks_each_name() -> None:
     assert rows["espeak-ng female"] == ["female · any language"]
 
 
-def test_serve_start_line_names_the_voices_and_the_fallbacks() -> None:
-    """``serve`` prints what speaks each name, and every fallback, before any request."""
-    notes = _auto().notes()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0"],
+def _serve(*args: str) -> subprocess.Popen[str]:
+    """``lmnt-local serve --port 0 ARGS`` in a child process, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=subprocess_env(),
     )
+
+
+def test_serve_start_line_names_the_voices_and_the_fallbacks() -> None:
+    """``serve`` prints what speaks each name, and every fallback, before any request."""
+    notes = _auto().notes()
+    proc = _serve()
     try:
         assert proc.stderr is not None
         lines = [proc.stderr.readline() for _ in range(1 + len(notes))]
@@ -188,13 +193,7 @@ def test_serve_with_workers_says_the_fallbacks_once() -> None:
     """Under ``--workers 2`` the first worker says what speaks each name and every fallback,
     once for all of them (the supervisor has no engine to ask; the others stay quiet)."""
     notes = _auto().notes()  # none where every name has a voice of its gender installed
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmnt_local.cli.app", "serve", "--port", "0", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
+    proc = _serve("--workers", "2")
     try:
         assert proc.stdout is not None
         ready = proc.stdout.readline()  # the supervisor's, after every worker is ready

@@ -1,5 +1,5 @@
 # lmnt-local in a container: the local LMNT-compatible server with its speech engines (see
-# docs/local-server.md).  Only the server distribution (lmnt-local/) is installed: no VideoSDK
+# docs/local-server.md).  Only the server distribution (server/) is installed: no VideoSDK
 # package, no agent framework.
 #   docker build -t lmnt-local .
 #   docker run --rm -p 8765:8765 lmnt-local        # then LMNT_WS_URL=ws://HOST:8765/v1/ai/speech/stream
@@ -10,9 +10,9 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY lmnt-local ./lmnt-local
+COPY server ./server
 # Wheels for the server and every dependency, built once and copied without the toolchain.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels "./lmnt-local[local]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels "./server[local]"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \

@@ -54,7 +54,7 @@ def ensure_package() -> None:
     except ImportError:
         src = REPO / "src"
         sys.path.insert(0, str(src))
-        sys.path.insert(0, str(REPO / "lmnt-local" / "src"))
+        sys.path.insert(0, str(REPO / "server" / "src"))
         parent = sys.modules.get("videosdk")
         if parent is not None and hasattr(parent, "__path__"):
             if str(src / "videosdk") not in list(parent.__path__):

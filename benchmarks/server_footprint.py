@@ -1,7 +1,7 @@
 """What it costs to install and start the local server: venv size, packages, start-up time.
 
 For each virtualenv given (made beforehand, e.g. ``python3 -m venv /tmp/s && /tmp/s/bin/pip
-install "./lmnt-local[local]"`` for the server alone, ``".[local]"`` for plugin and server, or a
+install "./server[local]"`` for the server alone, ``".[local]"`` for plugin and server, or a
 checkout of an older commit), prints its size on disk, whether it holds a ``videosdk`` package,
 how long importing the server takes, and how long ``lmnt-local serve`` takes until it prints its
 URL and until ``/readyz`` answers 200 (the engine loaded).  Every run is bounded (60 s each); the

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
         "--src",
-        default=os.pathsep.join((str(ROOT / "lmnt-local" / "src"), str(ROOT / "src"))),
+        default=os.pathsep.join((str(ROOT / "server" / "src"), str(ROOT / "src"))),
         help="PYTHONPATH of the checkout to measure (default: this one)",
     )
     parser.add_argument("--module", default="lmnt_local.cli.app", help="what -m runs")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: This checkout's two source trees, for child processes that must run this code.
-SOURCES = (str(ROOT / "src"), str(ROOT / "lmnt-local" / "src"))
+SOURCES = (str(ROOT / "src"), str(ROOT / "server" / "src"))
 
 
 def clear_lmnt_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,7 +26,7 @@ def clear_lmnt_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def subprocess_env() -> dict[str, str]:
     """The environment for a child Python: no LMNT_* setting, this checkout's sources first
-    (the plugin's ``src`` and the server distribution's ``lmnt-local/src``)."""
+    (the plugin's ``src`` and the server distribution's ``server/src``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMNT_")}
     if "LMNT_VOICES_HOME" in os.environ:  # the empty voice directory conftest sets
         env["LMNT_VOICES_HOME"] = os.environ["LMNT_VOICES_HOME"]

@@ -83,7 +83,7 @@ def test_dockerfile_is_slim_non_root_server_only_with_the_engine_and_a_readiness
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     # The server distribution alone, with its engines: no VideoSDK package in the image.
-    assert '"lmnt-local[local]"' in text and "./lmnt-local[local]" in text
+    assert '"lmnt-local[local]"' in text and "./server[local]" in text
     assert "videosdk" not in text.replace("VideoSDK", "")
     assert re.search(r"^HEALTHCHECK .*\n?.*/readyz", text, re.M)
     assert "EXPOSE 8765" in text and '"--port", "8765"' in text and '"0.0.0.0"' in text

@@ -27,14 +27,14 @@ from lmnt_local.cli.app import _build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-#: The server distribution's project, installable alone from ``./lmnt-local``.
-SERVER_PYPROJECT = tomllib.loads((ROOT / "lmnt-local" / "pyproject.toml").read_text())
+#: The server distribution's project, installable alone from ``./server``.
+SERVER_PYPROJECT = tomllib.loads((ROOT / "server" / "pyproject.toml").read_text())
 PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
 EXTRAS = set(PYPROJECT["project"]["optional-dependencies"])
 #: The extras each checkout path offers.
 PATH_EXTRAS = {
     ".": EXTRAS,
-    "./lmnt-local": set(SERVER_PYPROJECT["project"]["optional-dependencies"]),
+    "./server": set(SERVER_PYPROJECT["project"]["optional-dependencies"]),
 }
 DECLARED = {
     canonicalize_name(Requirement(r.replace("{root:uri}", "file:///r")).name)
@@ -51,7 +51,7 @@ DOCS = sorted(
         *(ROOT / "examples").glob("*.py"),
         *(ROOT / "benchmarks").glob("*.md"),
         *(ROOT / "src").rglob("*.py"),  # hints the packages print
-        *(ROOT / "lmnt-local" / "src").rglob("*.py"),
+        *(ROOT / "server" / "src").rglob("*.py"),
     ]
 )
 # Shell text that ends a command: pipes, redirections, chaining, comments.

@@ -28,7 +28,7 @@ from audio_helpers import active_span, estimate_pitch, s16_array, sine_s16, time
 
 RATES = (8000, 16000, 24000)
 ENCODING_PY = (
-    Path(__file__).resolve().parents[1] / "lmnt-local/src/lmnt_local/server/encoding/encoders.py"
+    Path(__file__).resolve().parents[1] / "server/src/lmnt_local/server/encoding/encoders.py"
 )
 
 

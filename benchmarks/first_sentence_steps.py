@@ -14,8 +14,9 @@ Columns: audio seconds; first audio (wall time to the first chunk, median of the
 ways; CPU time (this process, whole call) both ways; ``seam``: the largest level difference
 between the two renderings in the 20 ms windows around the seam (dB; 0 would be bit-identical:
 the int8 model quantizes each run by its tensors' range, so two runs differ a little
-everywhere); ``elsewhere``: the same, over the speech away from the seam, the yardstick;
-``same``: equal length and equal word times.  Every loop is bounded by ``--repeats``.
+everywhere); ``elsewhere``: the same over the speech away from the seam (in the first step:
+after the seam the rest is the sentence decoded at once), the yardstick; ``same``: equal
+length and equal word times.  Every loop is bounded by ``--repeats``.
 """
 
 from __future__ import annotations

@@ -5,15 +5,15 @@ curve per 12.5 ms frame; :func:`synth` (hibari's own vocoder, :mod:`hibari.dsp`)
 waveform from them.  Both are local in time: the decoder's convolutions reach about 1 s
 either side of a frame (six dilated kernel-7 layers and eight plain ones: 81 frames), the
 vocoder two frames.  Measured at a seam 0.9 s in: with 0.4 s of decoder context the frames
-after it differed from the sentence decoded at once by up to 4.7 dB (20 ms windows), with
-0.8 s and more only by the int8 model's own rounding (it quantizes each run's tensors by
-their range, so any two runs differ a little everywhere: ~1 dB at most in speech).
+next to it differed from the sentence decoded at once by up to 4.7 dB (20 ms windows), with
+0.6 s and more by no more than the int8 model's own rounding (it quantizes each run's
+tensors by their range, so any two runs differ a little everywhere: up to ~1.5 dB in speech).
 
 So a long sentence need not be rendered whole before the listener hears it.  For the first
 sentence of a turn (nothing queued yet: every millisecond is heard as latency) the encoder runs
 over the *whole* sentence (its durations, hence its prosody and its word times, are the
-sentence's own), the decoder over the first second plus 1 s of context and the vocoder over
-the first second, which is sent; the rest is decoded afterwards and the vocoder continues the
+sentence's own), the decoder over the first second plus 0.6 s of context and the vocoder
+over the first second, which is sent; the rest is decoded afterwards and the vocoder continues the
 same signal: same pulse phase, same noise, the frames before the seam unchanged, so there is
 no cut to hear: no pause, no level step, no prosody reset (a text cut after the first phrase
 had all three, see #22).  Its cost: the first second decoded twice, about a third more CPU for
@@ -44,9 +44,14 @@ FIRST_SAMPLES = 24000
 #: No seam unless at least this much audio follows it (1.5 s: a shorter sentence renders
 #: whole about as fast as its first step, which decodes 1 s past the seam).
 MIN_REST_SAMPLES = 36000
-#: Decoder context either side of the seam, in duration steps (40 x 25 ms = 1 s: the reach
-#: of the decoder's convolutions; see the module docstring for what less costs).
-CONTEXT_STEPS = 40
+#: Decoder context, in duration steps of 25 ms, after the seam for the first step (0.6 s) and
+#: before it for the rest (1 s: the reach of the decoder's convolutions, so the rest is the
+#: sentence decoded at once).  Measured over nine agent sentences (largest level difference
+#: from the sentence decoded at once, 20 ms windows within 0.15 s of the seam): 0.2 s after
+#: the seam 1.6-7.6 dB, 0.4 s 0.6-4.7 dB, 0.6 s 0.3-1.7 dB, 1 s 0.3-1.5 dB; the first step's
+#: cost grows with it.
+AFTER_STEPS = 24
+BEFORE_STEPS = 40
 #: Vocoder frames before the seam frame that the first step leaves to the second: both runs
 #: make the same samples up to here (the inverse STFT reaches two frames either side, the
 #: pulse train's interpolation one, and its end padding two more).
@@ -104,8 +109,8 @@ def plan_seam(steps: npt.NDArray[np.int64]) -> Seam | None:
     if phoneme >= steps.size or (int(edges[-1]) - int(edges[phoneme])) * STEP < MIN_REST_SAMPLES:
         return None
     seam = int(edges[phoneme])
-    first_end = min(int(steps.size), int(np.searchsorted(edges, seam + CONTEXT_STEPS)))
-    rest_begin = max(0, int(np.searchsorted(edges, seam - CONTEXT_STEPS, side="right")) - 1)
+    first_end = min(int(steps.size), int(np.searchsorted(edges, seam + AFTER_STEPS)))
+    rest_begin = max(0, int(np.searchsorted(edges, seam - BEFORE_STEPS, side="right")) - 1)
     return Seam(phoneme, first_end, rest_begin, 2 * seam)
 
 

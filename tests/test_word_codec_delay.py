@@ -46,6 +46,20 @@ def _onsets(pcm: bytes) -> list[float]:
     return out
 
 
+def _assert_placed_where_heard(placed: list[Any], pcm: bytes, text: str) -> None:
+    """Every word of ``text`` placed, in order, within TOLERANCE of its onset in the audio."""
+    words = re.findall(r"\S+", text)
+    assert [w.text for w in placed] == words
+    heard = _onsets(pcm)
+    assert len(heard) == len(words), heard
+    off = [
+        (w.text, round(1000 * (w.start - at)))
+        for w, at in zip(placed, heard, strict=True)
+        if abs(w.start - at) > TOLERANCE
+    ]
+    assert off == [], f"placed (ms) away from where the word is heard: {off}"
+
+
 @pytest.mark.parametrize(
     ("version", "fmt", "rate"),
     [
@@ -90,16 +104,7 @@ async def test_words_are_placed_where_they_are_heard(
         pcm = await speak(tts, aiter_of([TEXT]), track=make_track())
     finally:
         await tts.aclose()
-    words = re.findall(r"\S+", TEXT)
-    assert [w.text for w in placed] == words
-    heard = _onsets(pcm)
-    assert len(heard) == len(words), heard
-    off = [
-        (w.text, round(1000 * (w.start - at)))
-        for w, at in zip(placed, heard, strict=True)
-        if abs(w.start - at) > TOLERANCE
-    ]
-    assert off == [], f"placed (ms) away from where the word is heard: {off}"
+    _assert_placed_where_heard(placed, pcm, TEXT)
 
 
 @pytest.mark.parametrize(
@@ -173,13 +178,4 @@ async def test_words_after_a_flush_are_placed_where_they_are_heard(
                 if m.get("type") == "flush_complete":
                     timeline.segment_boundary()
         pcm += await pipeline.aflush()
-    words = re.findall(r"\S+", first + second)
-    assert [w.text for w in placed] == words
-    heard = _onsets(pcm)
-    assert len(heard) == len(words), heard
-    off = [
-        (w.text, round(1000 * (w.start - at)))
-        for w, at in zip(placed, heard, strict=True)
-        if abs(w.start - at) > TOLERANCE
-    ]
-    assert off == [], f"placed (ms) away from where the word is heard: {off}"
+    _assert_placed_where_heard(placed, pcm, first + second)

@@ -10,12 +10,14 @@ pocketsphinx's forced alignment.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,18 +173,25 @@ LONG_FIRST = (
 )
 
 
-async def _speak(engine: Any, text: str, *, lead: float, rate: int = RATE) -> list[Any]:
-    """The chunks of one call, as the server makes them with ``lead`` seconds queued."""
+@contextlib.contextmanager
+def _queued(lead: float) -> Iterator[None]:
+    """Calls made inside see ``lead`` seconds of audio queued, as the server tells an engine."""
     token = PLAYBACK_LEAD.set(lead)
     try:
+        yield
+    finally:
+        PLAYBACK_LEAD.reset(token)
+
+
+async def _speak(engine: Any, text: str, *, lead: float, rate: int = RATE) -> list[Any]:
+    """The chunks of one call, as the server makes them with ``lead`` seconds queued."""
+    with _queued(lead):
         return [
             c
             async for c in engine.synthesize(
                 text, voice="ava", language="auto", sample_rate=rate, seed=3
             )
         ]
-    finally:
-        PLAYBACK_LEAD.reset(token)
 
 
 def _envelope_db(pcm: npt.NDArray[np.int16], window: int = 480) -> npt.NDArray[np.float64]:
@@ -232,8 +241,7 @@ async def test_the_first_step_arrives_well_before_the_whole_sentence(hibari_engi
     the time the whole sentence takes (measured ~0.3x; asserted as a ratio, same run)."""
 
     async def first_chunk(lead: float) -> float:
-        token = PLAYBACK_LEAD.set(lead)
-        try:
+        with _queued(lead):
             began = time.perf_counter()
             stream = hibari_engine.synthesize(
                 LONG_FIRST, voice="ava", language="auto", sample_rate=RATE
@@ -243,8 +251,6 @@ async def test_the_first_step_arrives_well_before_the_whole_sentence(hibari_engi
                 break
             await stream.aclose()
             return took
-        finally:
-            PLAYBACK_LEAD.reset(token)
 
     await first_chunk(0.0)
     two, whole = [], []

@@ -85,12 +85,13 @@ def synth(outputs: Sequence[npt.NDArray[np.float32]], rng: np.random.Generator) 
 
 @dataclass(frozen=True, slots=True)
 class Seam:
-    """Where a sentence's audio is cut between the two steps (indices into the ids)."""
+    """Where a sentence's audio is cut between the two steps: phoneme windows (indices into
+    the ids) for the decoder, vocoder frames for the samples."""
 
-    phoneme: int  # the seam is at the start of this phoneme
     first_end: int  # the first step decodes ids [0, first_end): the seam plus context
     rest_begin: int  # the second step decodes ids [rest_begin, end): context before the seam
     frame: int  # the seam's vocoder frame
+    rest_frame: int  # the vocoder frame where the second step's decoding starts
 
     @property
     def sample(self) -> int:
@@ -102,16 +103,13 @@ def plan_seam(steps: npt.NDArray[np.int64]) -> Seam | None:
     """The seam for a sentence of these phoneme durations (in 25 ms steps), or ``None`` when
     the sentence is too short to gain from two steps."""
     edges = np.concatenate(([0], np.cumsum(steps)))
-    total = int(edges[-1]) * STEP
-    if total < FIRST_SAMPLES + MIN_REST_SAMPLES:
-        return None
-    phoneme = int(np.searchsorted(edges, FIRST_SAMPLES / STEP))
+    phoneme = int(np.searchsorted(edges, FIRST_SAMPLES / STEP))  # the seam is at its start
     if phoneme >= steps.size or (int(edges[-1]) - int(edges[phoneme])) * STEP < MIN_REST_SAMPLES:
         return None
     seam = int(edges[phoneme])
     first_end = min(int(steps.size), int(np.searchsorted(edges, seam + AFTER_STEPS)))
     rest_begin = max(0, int(np.searchsorted(edges, seam - BEFORE_STEPS, side="right")) - 1)
-    return Seam(phoneme, first_end, rest_begin, 2 * seam)
+    return Seam(first_end, rest_begin, 2 * seam, 2 * int(edges[rest_begin]))
 
 
 def two_steps(
@@ -123,7 +121,6 @@ def two_steps(
 ) -> tuple[npt.NDArray[np.float32], Callable[[], npt.NDArray[np.float32]]]:
     """The first step's samples now, and the function that makes the rest: together, every
     sample of the sentence once, in order, as one continuous signal."""
-    edges = np.concatenate(([0], np.cumsum(steps)))
     head = [
         np.asarray(o[0])[..., : seam.frame]
         for o in model.decode(encoded, steps, (0, seam.first_end))
@@ -132,8 +129,7 @@ def two_steps(
 
     def rest() -> npt.NDArray[np.float32]:
         outputs = model.decode(encoded, steps, (seam.rest_begin, int(steps.size)))
-        skip = seam.frame - 2 * int(edges[seam.rest_begin])
-        tail = [np.asarray(o[0])[..., skip:] for o in outputs]
+        tail = [np.asarray(o[0])[..., seam.frame - seam.rest_frame :] for o in outputs]
         whole = [np.concatenate((h, t), axis=-1) for h, t in zip(head, tail, strict=True)]
         return np.asarray(synth(whole, np.random.default_rng(list(seed)))[seam.sample :])
 
